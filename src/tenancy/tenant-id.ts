@@ -1,0 +1,16 @@
+import { TenantryError } from "../errors.js";
+
+/** Tenant ids are what the IdP says: case-sensitive, never lower-cased or filtered. */
+export const TENANT_ID_PATTERN = /^[A-Za-z0-9._:-]{1,64}$/;
+
+export function isValidTenantId(id: unknown): id is string {
+  return typeof id === "string" && TENANT_ID_PATTERN.test(id);
+}
+
+export function assertTenantId(id: unknown): string {
+  if (!isValidTenantId(id)) {
+    const shown = typeof id === "string" ? JSON.stringify(id.slice(0, 80)) : typeof id;
+    throw new TenantryError("invalid_tenant_id", `invalid tenant id ${shown}: expected 1-64 characters of [A-Za-z0-9._:-]`);
+  }
+  return id;
+}

@@ -5,7 +5,8 @@
  */
 export const ERROR_CODES = {
   // authentication (401)
-  invalid_token: "The bearer token is missing, malformed, expired, badly signed or not issued for this server.",
+  invalid_token:
+    "The bearer token is missing, malformed, expired, badly signed or not issued for this server.",
   // identification and admission (403)
   missing_tenant: "The token is valid but carries no tenant claim.",
   invalid_tenant_id: "A tenant id is not 1-64 characters of [A-Za-z0-9._:-].",

@@ -2,7 +2,7 @@ import { readFile } from "node:fs/promises";
 import { parse as parseToml } from "smol-toml";
 import type { z } from "zod";
 import { TenantryError } from "../errors.js";
-import { type TenantryConfig, resolveConfig } from "./resolve.js";
+import { resolveConfig, type TenantryConfig } from "./resolve.js";
 import { configSchema } from "./schema.js";
 
 /** Replaces `${NAME}` in every string value; an unset variable is an error, never an empty string. */
@@ -11,7 +11,10 @@ export function interpolateEnv(value: unknown, env: NodeJS.ProcessEnv, path: str
     return value.replace(/\$\{([A-Za-z_][A-Za-z0-9_]*)\}/g, (_, name: string) => {
       const v = env[name];
       if (v === undefined) {
-        throw new TenantryError("config_invalid", `${path.join(".")}: environment variable ${name} is not set`);
+        throw new TenantryError(
+          "config_invalid",
+          `${path.join(".")}: environment variable ${name} is not set`,
+        );
       }
       return v;
     });
@@ -35,7 +38,11 @@ function describeIssue(issue: z.core.$ZodIssue): string {
 }
 
 /** Validates an already-parsed TOML document. Errors name the file, the key path and what was expected. */
-export function parseConfig(doc: unknown, source?: string, env: NodeJS.ProcessEnv = process.env): TenantryConfig {
+export function parseConfig(
+  doc: unknown,
+  source?: string,
+  env: NodeJS.ProcessEnv = process.env,
+): TenantryConfig {
   const where = source ?? "config";
   let interpolated: unknown;
   try {
@@ -52,14 +59,21 @@ export function parseConfig(doc: unknown, source?: string, env: NodeJS.ProcessEn
 }
 
 /** Reads and validates `tenantry.toml`. */
-export async function loadConfig(path: string, env: NodeJS.ProcessEnv = process.env): Promise<TenantryConfig> {
+export async function loadConfig(
+  path: string,
+  env: NodeJS.ProcessEnv = process.env,
+): Promise<TenantryConfig> {
   let text: string;
   try {
     text = await readFile(path, "utf8");
   } catch (error) {
-    throw new TenantryError("config_invalid", `${path}: cannot read (${(error as NodeJS.ErrnoException).code})`, {
-      cause: error,
-    });
+    throw new TenantryError(
+      "config_invalid",
+      `${path}: cannot read (${(error as NodeJS.ErrnoException).code})`,
+      {
+        cause: error,
+      },
+    );
   }
   let doc: unknown;
   try {

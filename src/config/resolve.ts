@@ -54,7 +54,9 @@ function need(source: string | undefined, key: string, why: string): never {
 export function resolveConfig(raw: RawConfig, source?: string): TenantryConfig {
   const auth = raw.auth;
   const mt = auth.multi_tenant;
-  const host = raw.server.host === "0.0.0.0" || raw.server.host === "::" ? "localhost" : raw.server.host;
+  const bind = raw.server.host;
+  // A wildcard bind address is not a URL anyone can reach; an IPv6 literal needs brackets in a URL.
+  const host = bind === "0.0.0.0" || bind === "::" ? "localhost" : bind.includes(":") ? `[${bind}]` : bind;
   const baseUrl = (raw.server.base_url ?? `http://${host}:${raw.server.port}`).replace(/\/+$/, "");
   const resourceUrl = `${baseUrl}/mcp`;
 
@@ -81,7 +83,7 @@ export function resolveConfig(raw: RawConfig, source?: string): TenantryConfig {
       break;
     }
     case "entra": {
-      if (issuers.length === 0) issuers = ENTRA_ISSUERS;
+      if (issuers.length === 0) issuers = [...ENTRA_ISSUERS];
       jwksUri ??= "https://login.microsoftonline.com/common/discovery/v2.0/keys";
       tenantClaim ??= "tid";
       scopeClaims ??= ["scp", "roles"];
@@ -94,7 +96,8 @@ export function resolveConfig(raw: RawConfig, source?: string): TenantryConfig {
           need(source, "auth.region and auth.user_pool_id", "for provider cognito (or set auth.issuer)");
         issuers = [`https://cognito-idp.${auth.region}.amazonaws.com/${auth.user_pool_id}`];
       }
-      if (!auth.client_id) need(source, "auth.client_id", "for provider cognito (access tokens carry client_id)");
+      if (!auth.client_id)
+        need(source, "auth.client_id", "for provider cognito (access tokens carry client_id)");
       jwksUri ??= `${issuers[0]!.replace(/\/+$/, "")}/.well-known/jwks.json`;
       tenantClaim ??= "custom:tenant_id";
       tenantNameClaim ??= "custom:tenant_name";

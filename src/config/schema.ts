@@ -67,7 +67,7 @@ export const authSchema = z.strictObject({
   /** Most verified tokens cached in process (keyed by hash). 0 disables the cache. */
   token_cache_size: z.number().int().min(0).max(1_000_000).default(10_000),
   max_token_bytes: positiveInt.max(65_536).default(8192),
-  multi_tenant: multiTenantSchema.default(multiTenantSchema.parse({})),
+  multi_tenant: multiTenantSchema.default(() => multiTenantSchema.parse({})),
 });
 
 export const databaseSchema = z.strictObject({
@@ -118,14 +118,15 @@ export const lifecycleSchema = z.strictObject({
   impersonation_ttl_s: positiveInt.max(86_400).default(900),
 });
 
+// Defaults are factories: a shared default object would let one config's nested arrays leak into another.
 export const configSchema = z.strictObject({
-  server: serverSchema.default(serverSchema.parse({})),
-  auth: authSchema.default(authSchema.parse({})),
-  database: databaseSchema.default(databaseSchema.parse({})),
-  storage: storageSchema.default(storageSchema.parse({})),
-  rate_limit: rateLimitSchema.default(rateLimitSchema.parse({})),
-  audit: auditSchema.default(auditSchema.parse({})),
-  lifecycle: lifecycleSchema.default(lifecycleSchema.parse({})),
+  server: serverSchema.default(() => serverSchema.parse({})),
+  auth: authSchema.default(() => authSchema.parse({})),
+  database: databaseSchema.default(() => databaseSchema.parse({})),
+  storage: storageSchema.default(() => storageSchema.parse({})),
+  rate_limit: rateLimitSchema.default(() => rateLimitSchema.parse({})),
+  audit: auditSchema.default(() => auditSchema.parse({})),
+  lifecycle: lifecycleSchema.default(() => lifecycleSchema.parse({})),
 });
 
 /** A parsed `tenantry.toml` before provider defaults are resolved. */

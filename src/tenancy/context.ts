@@ -16,4 +16,9 @@ export interface TenantContext {
 /** The scope a request acts in: one tenant, or (global admins only) every tenant. */
 export type TenantScope =
   | { readonly kind: "tenant"; readonly tenant: TenantContext }
-  | { readonly kind: "global"; readonly adminId: string; readonly issuer: string; readonly scopes: readonly string[] };
+  | {
+      readonly kind: "global";
+      readonly adminId: string;
+      readonly issuer: string;
+      readonly scopes: readonly string[];
+    };

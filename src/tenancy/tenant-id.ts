@@ -10,7 +10,10 @@ export function isValidTenantId(id: unknown): id is string {
 export function assertTenantId(id: unknown): string {
   if (!isValidTenantId(id)) {
     const shown = typeof id === "string" ? JSON.stringify(id.slice(0, 80)) : typeof id;
-    throw new TenantryError("invalid_tenant_id", `invalid tenant id ${shown}: expected 1-64 characters of [A-Za-z0-9._:-]`);
+    throw new TenantryError(
+      "invalid_tenant_id",
+      `invalid tenant id ${shown}: expected 1-64 characters of [A-Za-z0-9._:-]`,
+    );
   }
   return id;
 }

@@ -1,0 +1,115 @@
+import type { Database } from "./database.js";
+
+/**
+ * Tenantry's own tables, owned by the admin role. The runtime role gets no privilege on the
+ * registry (tool code must not list other tenants) and only INSERT on the audit log, whose rows a
+ * tenant can read back through RLS.
+ */
+export interface CoreMigration {
+  version: number;
+  name: string;
+  sql: (runtimeRole: string) => string;
+}
+
+export const NOTIFY_CHANNEL = "tenantry_tenants";
+
+const q = (ident: string) => `"${ident.replaceAll('"', '""')}"`;
+
+export const CORE_MIGRATIONS: CoreMigration[] = [
+  {
+    version: 1,
+    name: "registry",
+    sql: () => `
+      CREATE SEQUENCE IF NOT EXISTS tenantry_tenant_key_seq;
+      CREATE TABLE IF NOT EXISTS tenantry_tenants (
+        id text PRIMARY KEY CHECK (id ~ '^[A-Za-z0-9._:-]{1,64}$'),
+        key text NOT NULL UNIQUE CHECK (key ~ '^[a-z0-9]{1,40}$'),
+        name text NOT NULL,
+        status text NOT NULL CHECK (status IN ('provisioning','active','suspended','trial','deprovisioned')),
+        expires_at timestamptz,
+        rate_limit integer CHECK (rate_limit IS NULL OR rate_limit > 0),
+        allowed_tools text[] NOT NULL DEFAULT '{}',
+        feature_flags jsonb NOT NULL DEFAULT '{}'::jsonb,
+        provisioning_step text,
+        archive_path text,
+        purge_after timestamptz,
+        created_at timestamptz NOT NULL DEFAULT now(),
+        updated_at timestamptz NOT NULL DEFAULT now(),
+        status_changed_at timestamptz NOT NULL DEFAULT now()
+      );`,
+  },
+  {
+    version: 2,
+    name: "audit",
+    sql: (runtimeRole) => `
+      CREATE TABLE IF NOT EXISTS tenantry_audit (
+        id bigserial PRIMARY KEY,
+        at timestamptz NOT NULL DEFAULT now(),
+        kind text NOT NULL,
+        tenant_id text,
+        user_id text,
+        impersonated_by text,
+        action text NOT NULL,
+        tool text,
+        outcome text NOT NULL,
+        error_code text,
+        latency_ms double precision,
+        request_id text,
+        replica text,
+        details jsonb
+      );
+      CREATE INDEX IF NOT EXISTS tenantry_audit_tenant_at ON tenantry_audit (tenant_id, at);
+      CREATE INDEX IF NOT EXISTS tenantry_audit_at ON tenantry_audit (at);
+      ALTER TABLE tenantry_audit ENABLE ROW LEVEL SECURITY;
+      ALTER TABLE tenantry_audit FORCE ROW LEVEL SECURITY;
+      DROP POLICY IF EXISTS tenantry_audit_read_own ON tenantry_audit;
+      CREATE POLICY tenantry_audit_read_own ON tenantry_audit FOR SELECT
+        USING (tenant_id = NULLIF(current_setting('app.tenant_id', true), ''));
+      DROP POLICY IF EXISTS tenantry_audit_insert ON tenantry_audit;
+      CREATE POLICY tenantry_audit_insert ON tenantry_audit FOR INSERT WITH CHECK (true);
+      GRANT INSERT, SELECT ON tenantry_audit TO ${q(runtimeRole)};
+      GRANT USAGE ON SEQUENCE tenantry_audit_id_seq TO ${q(runtimeRole)};`,
+  },
+];
+
+/** Creates the runtime role on PGlite, where the single connection is a superuser. */
+export async function ensurePgliteRuntimeRole(db: Database, role: string): Promise<void> {
+  const exists = await db.query("SELECT 1 FROM pg_roles WHERE rolname = $1", [role]);
+  if (exists.rowCount === 0) {
+    await db.exec(`CREATE ROLE ${q(role)} NOLOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE`);
+  }
+}
+
+/** Applies core migrations once each, recorded in `tenantry_migrations`. Returns the versions applied. */
+export async function runCoreMigrations(db: Database, runtimeRole: string): Promise<number[]> {
+  await db.exec(`CREATE TABLE IF NOT EXISTS tenantry_migrations (
+    scope text NOT NULL, version integer NOT NULL, name text NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (scope, version))`);
+  const applied: number[] = [];
+  for (const m of CORE_MIGRATIONS) {
+    const done = await db.transaction(async (tx) => {
+      // Serialise concurrent migrators (several replicas starting at once).
+      await tx.query("SELECT pg_advisory_xact_lock(hashtext('tenantry_core_migrations'))");
+      const seen = await tx.query("SELECT 1 FROM tenantry_migrations WHERE scope = 'core' AND version = $1", [
+        m.version,
+      ]);
+      if (seen.rowCount > 0) return false;
+      for (const statement of splitStatements(m.sql(runtimeRole))) await tx.query(statement);
+      await tx.query("INSERT INTO tenantry_migrations (scope, version, name) VALUES ('core', $1, $2)", [
+        m.version,
+        m.name,
+      ]);
+      return true;
+    });
+    if (done) applied.push(m.version);
+  }
+  return applied;
+}
+
+/** Splits a migration script on top-level semicolons (our scripts hold no functions or quoted `;`). */
+export function splitStatements(sql: string): string[] {
+  return sql
+    .split(/;\s*(?:\n|$)/)
+    .map((s) => s.trim())
+    .filter((s) => s.length > 0);
+}

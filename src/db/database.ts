@@ -1,0 +1,43 @@
+/** A row as the drivers return it. */
+export type Row = Record<string, unknown>;
+
+export interface QueryResult<R extends Row = Row> {
+  rows: R[];
+  rowCount: number;
+}
+
+/** Something that runs one parameterised statement: a pool, a connection or a transaction. */
+export interface Queryable {
+  query<R extends Row = Row>(text: string, params?: readonly unknown[]): Promise<QueryResult<R>>;
+}
+
+/**
+ * The small surface Tenantry needs from PostgreSQL, implemented for embedded PGlite and for a
+ * `pg` pool. A transaction runs on one connection from BEGIN to COMMIT, which is what makes
+ * `set_config(…, true)` and `SET LOCAL` safe (seed defects 1 and 2 ran them on a pool).
+ */
+export interface Database extends Queryable {
+  readonly kind: "pglite" | "postgres";
+  /** Runs a script of several statements without parameters (migrations). */
+  exec(sql: string): Promise<void>;
+  /** Runs `fn` inside BEGIN … COMMIT on one connection; ROLLBACK if it throws. */
+  transaction<T>(fn: (tx: Queryable) => Promise<T>): Promise<T>;
+  /** LISTEN on a channel; returns a function that stops listening. */
+  listen(channel: string, onPayload: (payload: string) => void): Promise<() => Promise<void>>;
+  close(): Promise<void>;
+}
+
+/**
+ * The two ways the server reaches the database: as the owner (migrations, provisioning, the
+ * registry) and as the runtime role (tool queries, always inside a tenant transaction).
+ * On PGlite both are one instance; the runtime side switches role with `SET LOCAL ROLE`.
+ */
+export interface Databases {
+  readonly admin: Database;
+  readonly runtime: Database;
+  /** A role each runtime transaction must `SET LOCAL ROLE` to (PGlite), or undefined. */
+  readonly runtimeRole: string | undefined;
+  /** The role name runtime connections use, for grants and checks. */
+  readonly runtimeRoleName: string;
+  close(): Promise<void>;
+}

@@ -1,0 +1,202 @@
+import { randomBytes } from "node:crypto";
+import type { Dirent } from "node:fs";
+import { mkdir, readdir, readFile, rename, rmdir, unlink, writeFile } from "node:fs/promises";
+import * as path from "node:path";
+import { TenantryError } from "../../errors.js";
+import { compareStorageKeys, validateStorageKey, validateStoragePrefix } from "./keys.js";
+import {
+  clampListLimit,
+  type ObjectListOptions,
+  type ObjectListPage,
+  type ObjectStore,
+} from "./object-store.js";
+
+/*
+ * Layout. Each key segment is escaped to lower-case ASCII (`[a-z0-9._-]` kept, every other UTF-8
+ * byte written as `%xx`), so names survive case-insensitive and normalising file systems intact.
+ * Directories get the suffix `.d` and objects `.f`: S3 allows both `a` and `a/b` as objects, and
+ * distinct suffixes let the file `a.f` sit beside the directory `a.d`. Anything else under the
+ * root (the `.tmp` directory, stray files) is not an object and is never listed.
+ */
+const DIR_SUFFIX = ".d";
+const FILE_SUFFIX = ".f";
+const TMP_DIR = ".tmp";
+const KEPT_BYTE = /^[a-z0-9._-]$/;
+/** NAME_MAX of common file systems; a longer escaped segment cannot be stored here. */
+const MAX_NAME_BYTES = 255;
+
+function encodeSegment(segment: string): string {
+  let out = "";
+  for (const byte of Buffer.from(segment, "utf8")) {
+    const ch = String.fromCharCode(byte);
+    out += KEPT_BYTE.test(ch) ? ch : `%${byte.toString(16).padStart(2, "0")}`;
+  }
+  return out;
+}
+
+/** The segment a file-system name stands for, or undefined when the name is not one we wrote. */
+function decodeSegment(name: string): string | undefined {
+  try {
+    const segment = decodeURIComponent(name);
+    return encodeSegment(segment) === name ? segment : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+function nameOf(segment: string, suffix: string): string {
+  return encodeSegment(segment) + suffix;
+}
+
+function errno(error: unknown): string | undefined {
+  return (error as NodeJS.ErrnoException | undefined)?.code;
+}
+
+/**
+ * Objects as files under a root directory. Writes are atomic (temp file, then rename). Listing
+ * walks the directories below the prefix, so it costs O(objects under the prefix): meant for
+ * development and single-node deployments. `contentType` is not stored.
+ */
+export class FsObjectStore implements ObjectStore {
+  readonly #root: string;
+
+  constructor(root: string) {
+    this.#root = path.resolve(root);
+  }
+
+  /** Joins escaped names under the root and checks the result stays there (defence in depth). */
+  #resolve(names: string[]): string {
+    const resolved = path.resolve(this.#root, ...names);
+    const relative = path.relative(this.#root, resolved);
+    if (relative === ".." || relative.startsWith(`..${path.sep}`) || path.isAbsolute(relative)) {
+      throw new TenantryError("invalid_storage_key", "storage key maps outside the storage root");
+    }
+    return resolved;
+  }
+
+  #fileFor(fullKey: string): string {
+    const segments = validateStorageKey(fullKey).split("/");
+    const names = segments.map((segment, i) =>
+      nameOf(segment, i === segments.length - 1 ? FILE_SUFFIX : DIR_SUFFIX),
+    );
+    if (names.some((name) => name.length > MAX_NAME_BYTES)) {
+      throw new TenantryError(
+        "invalid_storage_key",
+        `storage key has a segment too long for the fs backend (${MAX_NAME_BYTES} bytes once escaped)`,
+      );
+    }
+    return this.#resolve(names);
+  }
+
+  async put(fullKey: string, body: Uint8Array, _contentType?: string): Promise<void> {
+    const file = this.#fileFor(fullKey);
+    const tmpDir = this.#resolve([TMP_DIR]);
+    await mkdir(tmpDir, { recursive: true });
+    const tmp = path.join(tmpDir, randomBytes(12).toString("hex"));
+    try {
+      await writeFile(tmp, body);
+      // A concurrent delete may prune the (then empty) parent between mkdir and rename: retry.
+      for (let attempt = 1; ; attempt++) {
+        await mkdir(path.dirname(file), { recursive: true });
+        try {
+          await rename(tmp, file);
+          return;
+        } catch (error) {
+          if (errno(error) !== "ENOENT" || attempt >= 3) throw error;
+        }
+      }
+    } catch (error) {
+      await unlink(tmp).catch(() => {});
+      throw error;
+    }
+  }
+
+  async get(fullKey: string): Promise<Uint8Array | undefined> {
+    try {
+      const buffer = await readFile(this.#fileFor(fullKey));
+      return new Uint8Array(buffer.buffer, buffer.byteOffset, buffer.byteLength);
+    } catch (error) {
+      if (errno(error) === "ENOENT" || errno(error) === "ENOTDIR") return undefined;
+      throw error;
+    }
+  }
+
+  async delete(fullKey: string): Promise<boolean> {
+    const file = this.#fileFor(fullKey);
+    try {
+      await unlink(file);
+    } catch (error) {
+      if (errno(error) === "ENOENT" || errno(error) === "ENOTDIR") return false;
+      throw error;
+    }
+    await this.#pruneEmptyParents(path.dirname(file));
+    return true;
+  }
+
+  /** Removes now-empty directories up to the root, so deleted tenants leave no trace. */
+  async #pruneEmptyParents(dir: string): Promise<void> {
+    for (let current = dir; current !== this.#root && current.startsWith(this.#root + path.sep); ) {
+      try {
+        await rmdir(current);
+      } catch {
+        return; // not empty (or already gone): stop climbing
+      }
+      current = path.dirname(current);
+    }
+  }
+
+  async list(fullPrefix: string, options: ObjectListOptions): Promise<ObjectListPage> {
+    validateStoragePrefix(fullPrefix);
+    const cursor = options.cursor === undefined ? undefined : validateStorageKey(options.cursor);
+    const limit = clampListLimit(options.limit);
+    // Start at the deepest directory the prefix names completely; filter the partial last segment.
+    const whole = fullPrefix.split("/").slice(0, -1);
+    const start = this.#resolve(whole.map((segment) => nameOf(segment, DIR_SUFFIX)));
+    const keys: string[] = [];
+    await this.#walk(start, whole.map((s) => `${s}/`).join(""), fullPrefix, keys);
+    const after = keys
+      .filter(
+        (key) => key.startsWith(fullPrefix) && (cursor === undefined || compareStorageKeys(key, cursor) > 0),
+      )
+      .sort(compareStorageKeys);
+    const page = after.slice(0, limit);
+    return after.length > limit ? { keys: page, nextCursor: page.at(-1) as string } : { keys: page };
+  }
+
+  async #walk(dir: string, keyPrefix: string, fullPrefix: string, out: string[]): Promise<void> {
+    let entries: Dirent[];
+    try {
+      entries = await readdir(dir, { withFileTypes: true });
+    } catch (error) {
+      if (["ENOENT", "ENOTDIR", "ENAMETOOLONG"].includes(errno(error) ?? "")) return;
+      throw error;
+    }
+    for (const entry of entries) {
+      // Symbolic links are neither files nor directories here, so they are never followed.
+      const suffix = entry.isDirectory() ? DIR_SUFFIX : entry.isFile() ? FILE_SUFFIX : undefined;
+      if (suffix === undefined || !entry.name.endsWith(suffix)) continue;
+      const segment = decodeSegment(entry.name.slice(0, -suffix.length));
+      if (segment === undefined) continue;
+      const key = keyPrefix + segment;
+      if (suffix === FILE_SUFFIX) {
+        out.push(key);
+      } else if (`${key}/`.startsWith(fullPrefix) || fullPrefix.startsWith(`${key}/`)) {
+        await this.#walk(path.join(dir, entry.name), `${key}/`, fullPrefix, out);
+      }
+    }
+  }
+
+  async deletePrefix(fullPrefix: string): Promise<number> {
+    let deleted = 0;
+    let cursor: string | undefined;
+    do {
+      const page = await this.list(
+        fullPrefix,
+        cursor === undefined ? { limit: 1000 } : { cursor, limit: 1000 },
+      );
+      for (const key of page.keys) if (await this.delete(key)) deleted++;
+      cursor = page.nextCursor;
+    } while (cursor !== undefined);
+    return deleted;
+  }
+}

@@ -1,0 +1,41 @@
+/**
+ * A raw object backend (local files, S3). It knows nothing of tenants: keys here are *full* keys,
+ * tenant prefix included. Tool code never sees an ObjectStore, only a {@link TenantStorage} bound
+ * to one prefix. Implementations validate every key again (defence in depth).
+ */
+export interface ObjectStore {
+  /** Stores `body` under `fullKey`, replacing any previous object; readers see old or new, never a mix. */
+  put(fullKey: string, body: Uint8Array, contentType?: string): Promise<void>;
+  /** The object's bytes, or `undefined` when there is none. */
+  get(fullKey: string): Promise<Uint8Array | undefined>;
+  /** Deletes the object; `true` when it existed. */
+  delete(fullKey: string): Promise<boolean>;
+  /**
+   * Keys starting with `fullPrefix`, in UTF-8 byte order, strictly after `cursor` when given, at
+   * most `limit` (1-1000). `nextCursor`, set while more keys may follow, is the last key returned.
+   */
+  list(fullPrefix: string, options: ObjectListOptions): Promise<ObjectListPage>;
+  /** Deletes every object under `fullPrefix` (used by deprovisioning); returns how many. */
+  deletePrefix(fullPrefix: string): Promise<number>;
+  /** Releases connections; the store is unusable afterwards. */
+  close?(): Promise<void>;
+}
+
+export interface ObjectListOptions {
+  /** A full key previously returned as `nextCursor`. */
+  cursor?: string;
+  limit: number;
+}
+
+export interface ObjectListPage {
+  keys: string[];
+  nextCursor?: string;
+}
+
+/** Largest page a backend returns (S3's own maximum). */
+export const MAX_LIST_LIMIT = 1000;
+
+/** Clamps a requested page size into 1..{@link MAX_LIST_LIMIT}. */
+export function clampListLimit(limit: number): number {
+  return Math.min(Math.max(1, Math.trunc(limit) || 1), MAX_LIST_LIMIT);
+}

@@ -1,0 +1,156 @@
+import {
+  DeleteObjectCommand,
+  DeleteObjectsCommand,
+  GetObjectCommand,
+  HeadObjectCommand,
+  ListObjectsV2Command,
+  PutObjectCommand,
+  S3Client,
+} from "@aws-sdk/client-s3";
+import { isTenantryError, TenantryError } from "../../errors.js";
+import { validateStorageKey, validateStoragePrefix } from "./keys.js";
+import {
+  clampListLimit,
+  type ObjectListOptions,
+  type ObjectListPage,
+  type ObjectStore,
+} from "./object-store.js";
+
+export interface S3ObjectStoreOptions {
+  bucket: string;
+  /** Defaults to the SDK's chain (`AWS_REGION`, profile), or `us-east-1` with a custom endpoint. */
+  region?: string;
+  /** An S3-compatible endpoint (MinIO, R2, s3rver); absent means AWS. */
+  endpoint?: string;
+  forcePathStyle?: boolean;
+  /** Static credentials; absent means the SDK's default chain (env, profile, instance role). */
+  credentials?: { accessKeyId: string; secretAccessKey: string };
+}
+
+type S3Error = { name?: string; $metadata?: { httpStatusCode?: number } };
+
+function isNotFound(error: unknown): boolean {
+  const { name, $metadata } = (error ?? {}) as S3Error;
+  // A missing bucket is a deployment fault, not a missing object: let it surface as an error.
+  if (name === "NoSuchBucket") return false;
+  return name === "NoSuchKey" || name === "NotFound" || $metadata?.httpStatusCode === 404;
+}
+
+/** Objects in one S3 bucket. Keys are stored as given; ordering is S3's (UTF-8 bytes). */
+export class S3ObjectStore implements ObjectStore {
+  readonly #client: S3Client;
+  readonly #bucket: string;
+
+  constructor(options: S3ObjectStoreOptions) {
+    this.#bucket = options.bucket;
+    this.#client = new S3Client({
+      ...(options.region !== undefined
+        ? { region: options.region }
+        : options.endpoint !== undefined
+          ? { region: "us-east-1" }
+          : {}),
+      ...(options.endpoint !== undefined ? { endpoint: options.endpoint } : {}),
+      forcePathStyle: options.forcePathStyle ?? false,
+      ...(options.credentials !== undefined ? { credentials: options.credentials } : {}),
+    });
+  }
+
+  /** Runs one S3 call: "not found" yields `onNotFound()` when given; other failures `backend_unavailable`. */
+  async #call<T>(operation: string, run: () => Promise<T>, onNotFound?: () => T): Promise<T> {
+    try {
+      return await run();
+    } catch (error) {
+      if (onNotFound !== undefined && isNotFound(error)) return onNotFound();
+      if (isTenantryError(error)) throw error;
+      throw new TenantryError("backend_unavailable", `object store ${operation} failed`, { cause: error });
+    }
+  }
+
+  async put(fullKey: string, body: Uint8Array, contentType?: string): Promise<void> {
+    const Key = validateStorageKey(fullKey);
+    await this.#call("put", () =>
+      this.#client.send(
+        new PutObjectCommand({ Bucket: this.#bucket, Key, Body: body, ContentType: contentType }),
+      ),
+    );
+  }
+
+  async get(fullKey: string): Promise<Uint8Array | undefined> {
+    const Key = validateStorageKey(fullKey);
+    return this.#call(
+      "get",
+      async (): Promise<Uint8Array | undefined> => {
+        const out = await this.#client.send(new GetObjectCommand({ Bucket: this.#bucket, Key }));
+        return out.Body === undefined ? new Uint8Array() : await out.Body.transformToByteArray();
+      },
+      () => undefined,
+    );
+  }
+
+  async delete(fullKey: string): Promise<boolean> {
+    const Key = validateStorageKey(fullKey);
+    // S3 deletes idempotently and does not say whether the object existed: ask first.
+    const exists = await this.#call(
+      "delete",
+      async () => Boolean(await this.#client.send(new HeadObjectCommand({ Bucket: this.#bucket, Key }))),
+      () => false,
+    );
+    if (!exists) return false;
+    await this.#call("delete", () =>
+      this.#client.send(new DeleteObjectCommand({ Bucket: this.#bucket, Key })),
+    );
+    return true;
+  }
+
+  async list(fullPrefix: string, options: ObjectListOptions): Promise<ObjectListPage> {
+    const Prefix = validateStoragePrefix(fullPrefix);
+    const StartAfter = options.cursor === undefined ? undefined : validateStorageKey(options.cursor);
+    const out = await this.#call("list", () =>
+      this.#client.send(
+        new ListObjectsV2Command({
+          Bucket: this.#bucket,
+          Prefix,
+          StartAfter,
+          MaxKeys: clampListLimit(options.limit),
+        }),
+      ),
+    );
+    const keys = (out.Contents ?? []).flatMap((object) => (object.Key === undefined ? [] : [object.Key]));
+    const last = keys.at(-1);
+    return out.IsTruncated && last !== undefined ? { keys, nextCursor: last } : { keys };
+  }
+
+  async deletePrefix(fullPrefix: string): Promise<number> {
+    const Prefix = validateStoragePrefix(fullPrefix);
+    let deleted = 0;
+    let ContinuationToken: string | undefined;
+    do {
+      const page = await this.#call("deletePrefix", () =>
+        this.#client.send(new ListObjectsV2Command({ Bucket: this.#bucket, Prefix, ContinuationToken })),
+      );
+      const objects = (page.Contents ?? []).flatMap((o) => (o.Key === undefined ? [] : [{ Key: o.Key }]));
+      if (objects.length > 0) {
+        // A page holds at most 1000 keys, DeleteObjects' own limit.
+        const result = await this.#call("deletePrefix", () =>
+          this.#client.send(
+            new DeleteObjectsCommand({ Bucket: this.#bucket, Delete: { Objects: objects, Quiet: true } }),
+          ),
+        );
+        if (result.Errors !== undefined && result.Errors.length > 0) {
+          const first = result.Errors[0];
+          throw new TenantryError(
+            "backend_unavailable",
+            `object store deletePrefix failed for ${result.Errors.length} objects (${first?.Code}: ${first?.Message})`,
+          );
+        }
+        deleted += objects.length;
+      }
+      ContinuationToken = page.IsTruncated ? page.NextContinuationToken : undefined;
+    } while (ContinuationToken !== undefined);
+    return deleted;
+  }
+
+  async close(): Promise<void> {
+    this.#client.destroy();
+  }
+}

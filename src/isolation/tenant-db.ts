@@ -1,0 +1,65 @@
+import type { Database, Queryable, QueryResult, Row } from "../db/database.js";
+import { TenantryError } from "../errors.js";
+import type { TenantDb } from "../tools/tool-context.js";
+
+/** The statements that bind a transaction to a tenant; run first, on the transaction's connection. */
+export type EnterTenant = (tx: Queryable) => Promise<void>;
+
+const ROLLBACK = Symbol("rollback");
+
+/**
+ * `ctx.db` for one tool call. The first query opens ONE transaction on ONE connection, binds it to
+ * the tenant (`set_config(…, true)`, `SET LOCAL` semantics: gone at COMMIT), and every later query of
+ * the call runs on it. `finish(true)` commits, `finish(false)` rolls back. Nothing is opened for a
+ * tool that never touches the database. Queries after `finish` are refused.
+ */
+export class TenantTransaction implements TenantDb {
+  readonly #db: Database;
+  readonly #enter: EnterTenant;
+  #tx: Promise<Queryable> | undefined;
+  #done: Promise<unknown> | undefined;
+  #release: ((commit: boolean) => void) | undefined;
+  #finished = false;
+
+  constructor(db: Database, enter: EnterTenant) {
+    this.#db = db;
+    this.#enter = enter;
+  }
+
+  async query<R extends Row = Row>(text: string, params?: readonly unknown[]): Promise<QueryResult<R>> {
+    if (this.#finished) throw new TenantryError("internal", "ctx.db used after the tool call ended");
+    if (typeof text !== "string") throw new TenantryError("invalid_argument", "query text must be a string");
+    const tx = await this.#begin();
+    return tx.query<R>(text, params);
+  }
+
+  #begin(): Promise<Queryable> {
+    if (this.#tx) return this.#tx;
+    this.#tx = new Promise<Queryable>((resolveTx, rejectTx) => {
+      const gate = new Promise<boolean>((resolve) => {
+        this.#release = resolve;
+      });
+      this.#done = this.#db
+        .transaction(async (tx) => {
+          await this.#enter(tx);
+          resolveTx(tx);
+          if (!(await gate)) throw ROLLBACK;
+        })
+        .catch((error: unknown) => {
+          rejectTx(error);
+          if (error !== ROLLBACK) throw error;
+        });
+    });
+    return this.#tx;
+  }
+
+  /** Ends the call's transaction: commit when `ok`, else roll back. Resolves once the connection is free. */
+  async finish(ok: boolean): Promise<void> {
+    if (this.#finished) return;
+    this.#finished = true;
+    if (!this.#tx) return;
+    // If BEGIN or the tenant binding failed, the gate is never awaited; releasing is harmless.
+    this.#release?.(ok);
+    await this.#done;
+  }
+}

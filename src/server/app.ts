@@ -1,0 +1,315 @@
+import { mkdir } from "node:fs/promises";
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import type { AddressInfo } from "node:net";
+import { type Logger, pino } from "pino";
+import { TenantService } from "../admin/tenant-service.js";
+import type { AuditSink } from "../audit/audit-event.js";
+import { createAuditSink } from "../audit/sinks.js";
+import { type DevKeys, loadOrCreateDevKeys } from "../auth/dev-issuer.js";
+import type { KeyInput } from "../auth/key-source.js";
+import { protectedResourceMetadata, wwwAuthenticate } from "../auth/metadata.js";
+import { createTokenVerifier, type TokenVerifier } from "../auth/verifier.js";
+import { loadConfig, parseConfig } from "../config/load.js";
+import type { TenantryConfig } from "../config/resolve.js";
+import { ensurePgliteRuntimeRole, runCoreMigrations } from "../db/core-migrations.js";
+import type { Databases } from "../db/database.js";
+import { openDatabases } from "../db/open.js";
+import { type AppMigration, DataIsolation } from "../isolation/data-isolation.js";
+import { storagePrefixForKey } from "../isolation/names.js";
+import { createObjectStore } from "../isolation/storage/create-object-store.js";
+import type { ObjectStore } from "../isolation/storage/object-store.js";
+import { TenantStorage } from "../isolation/storage/tenant-storage.js";
+import { InFlightLimiter } from "../limits/concurrency.js";
+import { createRateLimiter, type RateLimiter } from "../limits/rate-limiter.js";
+import { TenantRegistry } from "../tenancy/registry.js";
+import type { ToolDefinition } from "../tools/define-tool.js";
+import { ToolRegistry } from "../tools/tool-registry.js";
+import { type AdminRoute, AdminRoutes } from "./admin-routes.js";
+import { newControlSecret, removeControlFile, writeControlFile } from "./control-file.js";
+import type { MapperContext } from "./error-mapper.js";
+import { McpDispatcher, type ResourceFactory } from "./mcp-dispatcher.js";
+import { McpEndpoint } from "./mcp-endpoint.js";
+import { ServerMetrics } from "./metrics.js";
+import { AdmissionPipeline } from "./pipeline.js";
+import { RequestIds } from "./request-id.js";
+import { sendJson, sendText } from "./respond.js";
+import { SessionStore } from "./sessions.js";
+
+export const VERSION = "0.1.0";
+
+export interface CreateTenantryOptions {
+  /** Path of `tenantry.toml` (default `./tenantry.toml` when `config` is not given). */
+  configPath?: string;
+  /** A config object shaped like `tenantry.toml`, instead of a file. */
+  config?: Record<string, unknown>;
+  env?: NodeJS.ProcessEnv;
+  /** A pino logger, or `false` for silence. Default: pino JSON to stdout at `info`. */
+  logger?: Logger | false;
+  /** Keep the embedded database in memory (tests). */
+  memoryDatabase?: boolean;
+  /** Keys tokens are verified with, instead of a remote JWKS (tests, the dev issuer). */
+  verifierKeys?: KeyInput;
+  /** Replica name in logs and audit events. */
+  replicaId?: string;
+  /** Write the control file so CLI commands can reach this server (embedded database only). Default true. */
+  controlFile?: boolean;
+  /** Extra admin REST routes (registered by the admin stage). */
+  adminRoutes?: AdminRoute[];
+}
+
+/**
+ * A Tenantry server: tools, migrations, and the pipeline around them.
+ *
+ * @example
+ * const app = await createTenantry({ configPath: "tenantry.toml" });
+ * app.tool(whoami);
+ * await app.listen();
+ */
+export class TenantryApp {
+  readonly config: TenantryConfig;
+  readonly log: Logger;
+  readonly metrics = new ServerMetrics();
+  readonly tools = new ToolRegistry();
+  readonly ids: RequestIds;
+  #options: CreateTenantryOptions;
+  #appMigrations: AppMigration[] = [];
+  #started = false;
+  #server: Server | undefined;
+  #closers: (() => Promise<void>)[] = [];
+  #controlSecret: string | undefined;
+  dbs!: Databases;
+  registry!: TenantRegistry;
+  isolation!: DataIsolation;
+  objects!: ObjectStore;
+  audit!: AuditSink;
+  limiter!: RateLimiter;
+  verifier!: TokenVerifier;
+  tenants!: TenantService;
+  devKeys: DevKeys | undefined;
+  #mcp!: McpEndpoint;
+  #admin!: AdminRoutes;
+
+  constructor(config: TenantryConfig, options: CreateTenantryOptions) {
+    this.config = config;
+    this.#options = options;
+    this.log =
+      options.logger === false
+        ? pino({ level: "silent" })
+        : (options.logger ?? pino({ level: process.env.TENANTRY_LOG_LEVEL ?? "info" }));
+    this.ids = new RequestIds(options.replicaId);
+  }
+
+  /** Registers a tool. Call before `start()`/`listen()`. */
+  tool(definition: ToolDefinition): this {
+    this.tools.add(definition as ToolDefinition);
+    return this;
+  }
+
+  /** Registers app migrations for tenant tables, applied per the isolation strategy. */
+  migrations(migrations: readonly AppMigration[]): this {
+    this.#appMigrations.push(...migrations);
+    if (this.#started) this.isolation.add(migrations);
+    return this;
+  }
+
+  /** Opens databases, migrates, and builds the pipeline. `listen()` calls it. */
+  async start(): Promise<void> {
+    if (this.#started) return;
+    this.#started = true;
+    const c = this.config;
+    const embedded = !c.database.url;
+    if (embedded && !this.#options.memoryDatabase) await mkdir(c.database.data_dir, { recursive: true });
+    this.dbs = await openDatabases(c, { memory: this.#options.memoryDatabase ?? false });
+    this.#closers.push(() => this.dbs.close());
+    if (this.dbs.runtimeRole) await ensurePgliteRuntimeRole(this.dbs.admin, this.dbs.runtimeRole);
+    await runCoreMigrations(this.dbs.admin, this.dbs.runtimeRoleName);
+
+    this.isolation = new DataIsolation(this.dbs, c.auth.multi_tenant.isolation);
+    this.isolation.add(this.#appMigrations);
+    await this.isolation.migrateShared();
+
+    this.registry = new TenantRegistry(this.dbs.admin, { ttlMs: c.auth.multi_tenant.registry_cache_ttl_ms });
+    await this.registry.start();
+    this.#closers.push(() => this.registry.stop());
+
+    this.objects = createObjectStore(c.storage);
+    this.#closers.push(async () => this.objects.close?.());
+
+    this.audit = createAuditSink(c.audit.sink, {
+      db: this.dbs.admin,
+      path: c.audit.path,
+      batching: {
+        queueSize: c.audit.queue_size,
+        batchSize: c.audit.batch_size,
+        flushIntervalMs: c.audit.flush_interval_ms,
+        onError: (err) => this.log.error({ err }, "audit batch write failed; will retry"),
+      },
+    });
+    this.#closers.push(() => this.audit.close());
+
+    this.limiter = createRateLimiter(c.rate_limit, { log: this.log });
+    this.#closers.push(() => this.limiter.close());
+
+    const auth = c.resolvedAuth;
+    let keys = this.#options.verifierKeys;
+    if (auth.provider === "dev" && !keys) {
+      this.devKeys = await loadOrCreateDevKeys(c.database.data_dir);
+      keys = this.devKeys.keySet;
+    }
+    this.verifier = createTokenVerifier(auth, keys ? { keys } : {});
+
+    this.tenants = new TenantService({
+      registry: this.registry,
+      isolation: this.isolation,
+      objects: this.objects,
+      audit: this.audit,
+      replica: this.ids.replica,
+    });
+
+    const mapper: MapperContext = { wwwAuthenticate: (p) => wwwAuthenticate(c, p) };
+    const resources: ResourceFactory = {
+      open: (_scope, record) => {
+        const db = this.isolation.open(record);
+        const storage = new TenantStorage(this.objects, storagePrefixForKey(record.key), {
+          maxObjectBytes: c.storage.max_object_bytes,
+          log: this.log,
+        });
+        return { db, storage, finish: (ok) => db.finish(ok) };
+      },
+    };
+    const dispatcher = new McpDispatcher(this.tools, resources, { name: "tenantry", version: VERSION });
+    this.#mcp = new McpEndpoint({
+      pipeline: new AdmissionPipeline(auth, this.verifier, this.registry),
+      dispatcher,
+      limiter: this.limiter,
+      inFlight: new InFlightLimiter(c.rate_limit.max_in_flight_per_tenant),
+      defaultRateLimit: c.auth.multi_tenant.default_rate_limit,
+      sessions:
+        c.server.sessions === "stateful"
+          ? new SessionStore(c.server.max_sessions, c.server.session_idle_timeout_s * 1000)
+          : undefined,
+      maxBodyBytes: c.server.max_body_bytes,
+      allowedOrigins: new Set([new URL(c.baseUrl).origin, ...c.server.allowed_origins]),
+      mapper,
+      audit: this.audit,
+      metrics: this.metrics,
+      ids: this.ids,
+      log: this.log,
+    });
+    this.#controlSecret = embedded && this.#options.controlFile !== false ? newControlSecret() : undefined;
+    this.#admin = new AdminRoutes({
+      auth,
+      verifier: this.verifier,
+      tenants: this.tenants,
+      mapper,
+      ids: this.ids,
+      controlSecret: this.#controlSecret,
+      extra: this.#options.adminRoutes ?? [],
+    });
+  }
+
+  /** The request handler, for mounting in an existing node:http server. */
+  readonly handler = (req: IncomingMessage, res: ServerResponse): void => {
+    void this.#route(req, res).catch((error: unknown) => {
+      this.log.error({ err: error }, "unhandled request error");
+      if (!res.headersSent) sendJson(res, 500, { error: "internal", message: "internal error" });
+      else res.destroy();
+    });
+  };
+
+  async #route(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const url = req.url ?? "/";
+    const q = url.indexOf("?");
+    const path = q === -1 ? url : url.slice(0, q);
+    if (path === "/mcp") return this.#mcp.handle(req, res);
+    if (req.method === "GET" || req.method === "HEAD") {
+      switch (path) {
+        case "/.well-known/oauth-protected-resource":
+        case "/.well-known/oauth-protected-resource/mcp":
+          return sendJson(res, 200, protectedResourceMetadata(this.config), {
+            "Access-Control-Allow-Origin": "*",
+          });
+        case "/healthz":
+          return sendJson(res, 200, { status: "ok" });
+        case "/readyz":
+          return this.#ready(res);
+        case "/metrics":
+          return sendText(res, 200, await this.metrics.text(), this.metrics.registry.contentType);
+        case "/dev-issuer/.well-known/jwks.json":
+          if (this.devKeys) return sendJson(res, 200, this.devKeys.jwks());
+          break;
+        case "/dev-issuer/.well-known/openid-configuration":
+          if (this.devKeys) {
+            const issuer = this.config.resolvedAuth.issuers[0];
+            return sendJson(res, 200, { issuer, jwks_uri: `${issuer}/.well-known/jwks.json` });
+          }
+          break;
+      }
+    }
+    if (path.startsWith("/admin/api/")) return this.#admin.handle(req, res, new URL(url, "http://x"));
+    sendJson(res, 404, { error: "not_found", message: "no such endpoint" });
+  }
+
+  async #ready(res: ServerResponse): Promise<void> {
+    const checks: Record<string, string> = {};
+    try {
+      await this.dbs.admin.query("SELECT 1");
+      checks.database = "ok";
+    } catch {
+      checks.database = "unavailable";
+    }
+    const ok = Object.values(checks).every((v) => v === "ok");
+    sendJson(res, ok ? 200 : 503, { status: ok ? "ready" : "not_ready", checks });
+  }
+
+  /** Starts the HTTP server; resolves with its URL. */
+  async listen(options: { port?: number; host?: string } = {}): Promise<{ url: string; port: number }> {
+    await this.start();
+    const server = createServer({ keepAliveTimeout: 65_000 }, this.handler);
+    this.#server = server;
+    const port = options.port ?? this.config.server.port;
+    const host = options.host ?? this.config.server.host;
+    await new Promise<void>((resolve, reject) => {
+      server.once("error", reject);
+      server.listen(port, host, () => resolve());
+    });
+    const actual = (server.address() as AddressInfo).port;
+    const url = `http://${host.includes(":") ? `[${host}]` : host}:${actual}`;
+    if (this.#controlSecret && !this.#options.memoryDatabase) {
+      const secret = this.#controlSecret;
+      await writeControlFile(this.config.database.data_dir, { url, pid: process.pid, secret });
+      this.#closers.push(() => removeControlFile(this.config.database.data_dir, secret));
+    }
+    this.log.info({ url, replica: this.ids.replica }, "tenantry listening");
+    return { url, port: actual };
+  }
+
+  /** Stops accepting requests, waits for those in flight, flushes the audit log and closes everything. */
+  async close(): Promise<void> {
+    const server = this.#server;
+    this.#server = undefined;
+    if (server) {
+      await new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeIdleConnections();
+      });
+    }
+    const closers = this.#closers.reverse();
+    this.#closers = [];
+    for (const close of closers) {
+      try {
+        await close();
+      } catch (error) {
+        this.log.error({ err: error }, "error while closing");
+      }
+    }
+  }
+}
+
+/** Loads `tenantry.toml` (or takes `options.config`) and builds an app. Nothing is opened until `listen()`. */
+export async function createTenantry(options: CreateTenantryOptions = {}): Promise<TenantryApp> {
+  const config = options.config
+    ? parseConfig(options.config, options.configPath ?? "config", options.env ?? process.env)
+    : await loadConfig(options.configPath ?? "tenantry.toml", options.env ?? process.env);
+  return new TenantryApp(config, options);
+}

@@ -1,0 +1,238 @@
+import type { IncomingMessage, ServerResponse } from "node:http";
+import { SUPPORTED_PROTOCOL_VERSIONS } from "@modelcontextprotocol/sdk/types.js";
+import type { Logger } from "pino";
+import type { AuditEvent, AuditSink } from "../audit/audit-event.js";
+import { TenantryError } from "../errors.js";
+import type { InFlightLimiter, Release } from "../limits/concurrency.js";
+import { rateLimitHeaders } from "../limits/headers.js";
+import { type RateLimiter, rateLimitError } from "../limits/rate-limiter.js";
+import type { TenantScope } from "../tenancy/context.js";
+import { isJsonContentType, readBody } from "./body.js";
+import { type MapperContext, toHttpError } from "./error-mapper.js";
+import { classify, type JsonRpcResponse, RPC, rpcError } from "./json-rpc.js";
+import type { DispatchNotes, McpDispatcher } from "./mcp-dispatcher.js";
+import type { ServerMetrics } from "./metrics.js";
+import type { AdmissionPipeline, Admitted } from "./pipeline.js";
+import type { RequestIds } from "./request-id.js";
+import { sendHttpError, sendJson } from "./respond.js";
+import type { SessionStore } from "./sessions.js";
+
+export interface McpEndpointDeps {
+  pipeline: AdmissionPipeline;
+  dispatcher: McpDispatcher;
+  limiter: RateLimiter;
+  inFlight: InFlightLimiter;
+  defaultRateLimit: number;
+  sessions: SessionStore | undefined;
+  maxBodyBytes: number;
+  allowedOrigins: ReadonlySet<string>;
+  mapper: MapperContext;
+  audit: AuditSink;
+  metrics: ServerMetrics;
+  ids: RequestIds;
+  log: Logger;
+}
+
+const SESSION_HEADER = "mcp-session-id";
+
+/**
+ * `/mcp`: the request pipeline in the order DESIGN.md gives, one direction, no back and forth —
+ * request limits → authenticate → identify → admit → rate-limit → dispatch → audit.
+ */
+export class McpEndpoint {
+  readonly #d: McpEndpointDeps;
+
+  constructor(deps: McpEndpointDeps) {
+    this.#d = deps;
+  }
+
+  async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const d = this.#d;
+    const started = performance.now();
+    const requestId = d.ids.next(req.headers["x-request-id"]);
+    res.setHeader("X-Request-Id", requestId);
+    const notes: DispatchNotes = { method: req.method ?? "?", tool: null, outcome: "ok", errorCode: null };
+    let admitted: Admitted | undefined;
+    let release: Release | undefined;
+    try {
+      if (req.method === "GET" || (req.method === "DELETE" && !d.sessions)) {
+        // No server-initiated SSE stream is offered; stateless servers have no session to delete.
+        notes.method = `HTTP ${req.method}`;
+        throw new TenantryError("method_not_allowed", `${req.method} /mcp is not supported by this server`, {
+          details: { headers: { Allow: d.sessions ? "POST, DELETE" : "POST" } },
+        });
+      }
+      if (req.method !== "POST" && req.method !== "DELETE") {
+        throw new TenantryError("method_not_allowed", "use POST", {
+          details: { headers: { Allow: "POST" } },
+        });
+      }
+      this.#checkOrigin(req);
+      if (req.method === "POST") {
+        if (!isJsonContentType(req.headers["content-type"])) {
+          throw new TenantryError("unsupported_media_type", "Content-Type must be application/json");
+        }
+        const declared = req.headers["content-length"];
+        if (declared !== undefined && Number(declared) > d.maxBodyBytes) {
+          throw new TenantryError("payload_too_large", `the body is larger than ${d.maxBodyBytes} bytes`);
+        }
+      }
+      const version = req.headers["mcp-protocol-version"];
+      if (typeof version === "string" && !SUPPORTED_PROTOCOL_VERSIONS.includes(version)) {
+        throw new TenantryError("bad_request", `unsupported MCP-Protocol-Version ${version.slice(0, 40)}`);
+      }
+
+      admitted = await d.pipeline.admit(req);
+      const rateHeaders = await this.#limit(admitted);
+      release = this.#acquire(admitted.scope);
+
+      if (req.method === "DELETE") {
+        notes.method = "session/delete";
+        const sid = req.headers[SESSION_HEADER];
+        if (typeof sid !== "string" || !d.sessions!.delete(sid, admitted.scope)) {
+          throw new TenantryError("session_not_found", "no such session");
+        }
+        res.writeHead(200, rateHeaders).end();
+        return;
+      }
+      const body = await readBody(req, d.maxBodyBytes);
+      await this.#post(req, res, body, admitted, rateHeaders, requestId, notes);
+    } catch (error) {
+      const mapped = toHttpError(error, d.mapper);
+      notes.outcome = mapped.status === 500 ? "error" : "denied";
+      notes.errorCode = mapped.body.error;
+      if (mapped.status === 500) d.log.error({ err: error, request_id: requestId }, "request failed");
+      if (error instanceof TenantryError && error.code === "session_not_found") {
+        sendJson(res, 404, rpcError(null, RPC.sessionNotFound, "Session not found"));
+      } else {
+        sendHttpError(res, mapped);
+      }
+    } finally {
+      release?.();
+      this.#record(admitted?.scope, notes, started, requestId, res.statusCode);
+    }
+  }
+
+  async #post(
+    req: IncomingMessage,
+    res: ServerResponse,
+    body: Buffer,
+    admitted: Admitted,
+    headers: Record<string, string>,
+    requestId: string,
+    notes: DispatchNotes,
+  ): Promise<void> {
+    const d = this.#d;
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(body.toString("utf8"));
+    } catch {
+      notes.outcome = "error";
+      notes.errorCode = "parse_error";
+      sendJson(res, 400, rpcError(null, RPC.parseError, "Parse error"), headers);
+      return;
+    }
+    const batch = Array.isArray(parsed);
+    const messages = batch ? (parsed as unknown[]) : [parsed];
+    if (messages.length === 0) {
+      sendJson(res, 400, rpcError(null, RPC.invalidRequest, "empty batch"), headers);
+      return;
+    }
+    const incoming = messages.map(classify);
+    const isInit = incoming.some((m) => m.kind === "request" && m.message.method === "initialize");
+    if (d.sessions) {
+      if (isInit) {
+        if (messages.length > 1) {
+          sendJson(res, 400, rpcError(null, RPC.invalidRequest, "initialize must be sent alone"), headers);
+          return;
+        }
+        headers = { ...headers, "Mcp-Session-Id": d.sessions.create(admitted.scope) };
+      } else {
+        const sid = req.headers[SESSION_HEADER];
+        if (typeof sid !== "string") {
+          sendJson(
+            res,
+            400,
+            rpcError(null, RPC.connectionClosed, "Bad Request: Mcp-Session-Id header is required"),
+            headers,
+          );
+          return;
+        }
+        if (!d.sessions.touch(sid, admitted.scope)) throw new TenantryError("session_not_found");
+      }
+    }
+    const state = { scope: admitted.scope, record: admitted.record, requestId, log: d.log, notes };
+    const responses: JsonRpcResponse[] = [];
+    for (const m of incoming) {
+      if (m.kind === "request") responses.push(await d.dispatcher.request(m.message, state));
+      else if (m.kind === "invalid") responses.push(rpcError(m.id, RPC.invalidRequest, m.reason));
+      else if (m.kind === "notification") notes.method = m.message.method;
+    }
+    if (responses.length === 0) {
+      res.writeHead(202, headers).end();
+      return;
+    }
+    sendJson(res, 200, batch ? responses : responses[0], headers);
+  }
+
+  #checkOrigin(req: IncomingMessage): void {
+    const origin = req.headers.origin;
+    if (origin === undefined || this.#d.allowedOrigins.has(origin)) return;
+    throw new TenantryError("forbidden", "this Origin may not call the MCP endpoint");
+  }
+
+  async #limit(admitted: Admitted): Promise<Record<string, string>> {
+    if (admitted.scope.kind !== "tenant") return {};
+    const d = this.#d;
+    const tenantId = admitted.scope.tenant.tenantId;
+    const limit = admitted.record?.config.rateLimit ?? d.defaultRateLimit;
+    const decision = await d.limiter.check(tenantId, limit);
+    d.metrics.rateLimit(tenantId, decision.allowed);
+    if (!decision.allowed) throw rateLimitError(decision);
+    return rateLimitHeaders(decision) as unknown as Record<string, string>;
+  }
+
+  #acquire(scope: TenantScope): Release | undefined {
+    if (scope.kind !== "tenant") return undefined;
+    const release = this.#d.inFlight.tryAcquire(scope.tenant.tenantId);
+    if (!release) {
+      throw new TenantryError("too_many_concurrent", "too many requests in flight for this tenant", {
+        details: { headers: { "Retry-After": "1" } },
+      });
+    }
+    return release;
+  }
+
+  #record(
+    scope: TenantScope | undefined,
+    notes: DispatchNotes,
+    started: number,
+    requestId: string,
+    status: number,
+  ) {
+    const d = this.#d;
+    const latencyMs = performance.now() - started;
+    d.metrics.request(notes.method, status, latencyMs);
+    const tenant = scope?.kind === "tenant" ? scope.tenant : undefined;
+    const event: AuditEvent = {
+      at: new Date(Date.now() - latencyMs).toISOString(),
+      kind: "request",
+      tenantId: tenant?.tenantId ?? null,
+      userId: tenant?.userId ?? (scope?.kind === "global" ? `admin:${scope.adminId}` : null),
+      impersonatedBy: tenant?.impersonation ? `admin:${tenant.impersonation.adminId}` : null,
+      action: notes.method,
+      tool: notes.tool,
+      outcome: notes.outcome,
+      errorCode: notes.errorCode,
+      latencyMs: Math.round(latencyMs * 1000) / 1000,
+      requestId,
+      replica: d.ids.replica,
+      details: null,
+    };
+    try {
+      d.audit.enqueue(event);
+    } catch (error) {
+      d.log.error({ err: error, request_id: requestId }, "audit queue full");
+    }
+  }
+}

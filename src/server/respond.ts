@@ -1,0 +1,31 @@
+import type { ServerResponse } from "node:http";
+import type { HttpError } from "./error-mapper.js";
+
+export function sendJson(
+  res: ServerResponse,
+  status: number,
+  body: unknown,
+  headers?: Record<string, string>,
+): void {
+  const text = JSON.stringify(body);
+  res.writeHead(status, {
+    "Content-Type": "application/json",
+    "Content-Length": Buffer.byteLength(text),
+    "Cache-Control": "no-store",
+    ...headers,
+  });
+  res.end(text);
+}
+
+export function sendHttpError(
+  res: ServerResponse,
+  error: HttpError,
+  extraHeaders?: Record<string, string>,
+): void {
+  sendJson(res, error.status, error.body, { ...extraHeaders, ...error.headers });
+}
+
+export function sendText(res: ServerResponse, status: number, text: string, contentType: string): void {
+  res.writeHead(status, { "Content-Type": contentType, "Content-Length": Buffer.byteLength(text) });
+  res.end(text);
+}

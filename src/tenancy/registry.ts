@@ -1,0 +1,111 @@
+import { NOTIFY_CHANNEL } from "../db/core-migrations.js";
+import type { Database } from "../db/database.js";
+import { RegistryStore } from "./registry-store.js";
+import type { TenantRecord } from "./tenant.js";
+
+export interface RegistryOptions {
+  /** How long an entry is trusted before it is read again (a backstop: writes also invalidate). */
+  ttlMs: number;
+  /** Most entries kept; the oldest are dropped first. */
+  maxEntries?: number;
+  now?: () => number;
+}
+
+interface Entry {
+  record: TenantRecord | undefined;
+  until: number;
+}
+
+/**
+ * The registry as the request path sees it: the store behind a small bounded cache with a short
+ * TTL. Writes anywhere NOTIFY on `tenantry_tenants`; every replica LISTENs and drops the entry,
+ * so a suspension is honoured on the next request (the TTL bounds the delay if a notification is lost).
+ */
+export class TenantRegistry {
+  readonly store: RegistryStore;
+  readonly #db: Database;
+  readonly #ttl: number;
+  readonly #max: number;
+  readonly #now: () => number;
+  readonly #cache = new Map<string, Entry>();
+  readonly #loading = new Map<string, Promise<TenantRecord | undefined>>();
+  readonly #listeners = new Set<(tenantId: string) => void>();
+  #generation = 0;
+  #unlisten: (() => Promise<void>) | undefined;
+
+  constructor(db: Database, options: RegistryOptions) {
+    this.#db = db;
+    this.store = new RegistryStore(db);
+    this.#ttl = options.ttlMs;
+    this.#max = options.maxEntries ?? 10_000;
+    this.#now = options.now ?? Date.now;
+  }
+
+  /** Starts listening for changes made by other processes. */
+  async start(): Promise<void> {
+    this.#unlisten = await this.#db.listen(NOTIFY_CHANNEL, (id) =>
+      this.invalidate(id === "*" ? undefined : id),
+    );
+  }
+
+  async stop(): Promise<void> {
+    await this.#unlisten?.();
+    this.#unlisten = undefined;
+  }
+
+  /** Calls `fn` whenever a tenant's record may have changed (`*` = all). */
+  onChange(fn: (tenantId: string) => void): () => void {
+    this.#listeners.add(fn);
+    return () => this.#listeners.delete(fn);
+  }
+
+  /** Drops one tenant's entry, or all of them. */
+  invalidate(tenantId?: string): void {
+    this.#generation++;
+    if (tenantId === undefined) {
+      this.#cache.clear();
+      this.#loading.clear();
+    } else {
+      this.#cache.delete(tenantId);
+      this.#loading.delete(tenantId);
+    }
+    for (const fn of this.#listeners) fn(tenantId ?? "*");
+  }
+
+  /** The tenant's record, from cache when fresh. A database error propagates (the caller denies). */
+  get(tenantId: string): Promise<TenantRecord | undefined> | TenantRecord | undefined {
+    const hit = this.#cache.get(tenantId);
+    if (hit && hit.until > this.#now()) return hit.record;
+    const pending = this.#loading.get(tenantId);
+    if (pending) return pending;
+    const generation = this.#generation;
+    const load = this.store.get(tenantId).then(
+      (record) => {
+        this.#loading.delete(tenantId);
+        // An invalidation that raced this read wins: don't cache a possibly stale record.
+        if (generation === this.#generation) this.#put(tenantId, record);
+        return record;
+      },
+      (error: unknown) => {
+        this.#loading.delete(tenantId);
+        throw error;
+      },
+    );
+    this.#loading.set(tenantId, load);
+    return load;
+  }
+
+  /** Entries currently cached (for memory measurements). */
+  get size(): number {
+    return this.#cache.size;
+  }
+
+  #put(tenantId: string, record: TenantRecord | undefined): void {
+    this.#cache.delete(tenantId);
+    if (this.#cache.size >= this.#max) {
+      const oldest = this.#cache.keys().next();
+      if (!oldest.done) this.#cache.delete(oldest.value);
+    }
+    this.#cache.set(tenantId, { record, until: this.#now() + this.#ttl });
+  }
+}

@@ -1,0 +1,122 @@
+import { mkdir, mkdtemp, readdir, rm, symlink, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
+import { storageSchema } from "../../src/config/schema.js";
+import { createObjectStore } from "../../src/isolation/storage/create-object-store.js";
+import { FsObjectStore } from "../../src/isolation/storage/fs-store.js";
+import type { ObjectStore } from "../../src/isolation/storage/object-store.js";
+import { TenantStorage } from "../../src/isolation/storage/tenant-storage.js";
+
+const bytes = (s: string) => new TextEncoder().encode(s);
+
+describe("FsObjectStore", () => {
+  let base: string;
+  let root: string;
+  let store: FsObjectStore;
+  beforeEach(async () => {
+    base = await mkdtemp(join(tmpdir(), "tenantry-fs-"));
+    root = join(base, "objects");
+    store = new FsObjectStore(root);
+  });
+  afterEach(() => rm(base, { recursive: true, force: true }));
+
+  it("validates full keys itself, whatever the caller did (defence in depth)", async () => {
+    for (const key of ["../outside", "t/1/../../outside", "/abs", "t\\x", "t/\u0000", "t/1/"]) {
+      await expect(store.put(key, bytes("x"))).rejects.toMatchObject({ code: "invalid_storage_key" });
+      await expect(store.get(key)).rejects.toMatchObject({ code: "invalid_storage_key" });
+    }
+    await expect(store.list("../", { limit: 10 })).rejects.toMatchObject({ code: "invalid_storage_key" });
+    expect(await readdir(base)).toEqual([]);
+  });
+
+  it("keeps keys differing only in case or in escaping apart", async () => {
+    const keys = ["A", "a", "%41", "a.f", "a.d", "a b", "é", "e\u0301"];
+    for (const key of keys) await store.put(`t/${key}`, bytes(key));
+    for (const key of keys) expect(new TextDecoder().decode(await store.get(`t/${key}`))).toBe(key);
+    expect((await store.list("t/", { limit: 100 })).keys).toHaveLength(keys.length);
+  });
+
+  it("orders listings by UTF-8 bytes, as S3 does", async () => {
+    for (const key of ["\uff5e", "😀", "z"]) await store.put(key, bytes(key));
+    expect((await store.list("", { limit: 10 })).keys).toEqual(["z", "\uff5e", "😀"]);
+    expect((await store.list("", { limit: 1, cursor: "\uff5e" })).keys).toEqual(["😀"]);
+  });
+
+  it("ignores files it did not write: temp files, stray names, symbolic links", async () => {
+    await store.put("t/1/real", bytes("x"));
+    await writeFile(join(root, "t.d", "stray"), "x");
+    await writeFile(join(root, "t.d", "UPPER.f"), "x"); // not canonical: we would write %55…
+    await mkdir(join(base, "elsewhere"));
+    await writeFile(join(base, "elsewhere", "secret.f"), "x");
+    await symlink(join(base, "elsewhere"), join(root, "t.d", "link.d"));
+    await writeFile(join(root, ".tmp", "partial"), "x");
+    expect((await store.list("", { limit: 100 })).keys).toEqual(["t/1/real"]);
+  });
+
+  it("refuses a segment too long for a file name, with a clear reason", async () => {
+    await expect(store.put(`t/${"é".repeat(100)}`, bytes("x"))).rejects.toThrow(
+      /too long for the fs backend/,
+    );
+  });
+
+  it("leaves no empty directories behind a deleted tenant", async () => {
+    await store.put("t/1/a/b/c", bytes("x"));
+    await store.put("t/2/a", bytes("y"));
+    expect(await store.deletePrefix("t/1/")).toBe(1);
+    expect(await readdir(join(root, "t.d"))).toEqual(["2.d"]);
+  });
+
+  it("survives concurrent writers, readers and deleters without torn objects or errors", async () => {
+    const values = Array.from({ length: 20 }, (_, i) => bytes(String(i % 10).repeat(10_000 + i)));
+    // Deleting a directory's last object prunes it while other writers are about to rename into it.
+    const ops = values.flatMap((v, i) => [
+      store.put("t/x/k", v),
+      store.get("t/x/k"),
+      store.put(`t/y/${i}`, v),
+      store.delete(`t/y/${i - 1}`),
+    ]);
+    const results = await Promise.allSettled(ops);
+    expect(results.filter((r) => r.status === "rejected")).toEqual([]);
+    const bodies = results.flatMap((r) =>
+      r.status === "fulfilled" && r.value instanceof Uint8Array ? [r.value] : [],
+    );
+    bodies.push((await store.get("t/x/k")) as Uint8Array);
+    for (const body of bodies) expect(values.some((v) => Buffer.compare(v, body) === 0)).toBe(true);
+  });
+});
+
+describe("TenantStorage over a misbehaving backend", () => {
+  const fake = (keys: string[], nextCursor?: string): ObjectStore => ({
+    put: async () => {},
+    get: async () => undefined,
+    delete: async () => false,
+    list: async () => (nextCursor === undefined ? { keys } : { keys, nextCursor }),
+    deletePrefix: async () => 0,
+  });
+
+  it("skips and logs keys outside the tenant prefix instead of showing them", async () => {
+    const warn = vi.fn();
+    const t = new TenantStorage(fake(["t/1/mine", "t/10/theirs", "t/2/x"], "t/2/x"), "t/1/", {
+      log: { warn },
+    });
+    expect(await t.list()).toEqual({ keys: ["mine"] });
+    expect(warn).toHaveBeenCalledTimes(3);
+  });
+
+  it("refuses prefixes that are not a tenant prefix", () => {
+    for (const prefix of ["", "t/1", "../", "/t/1/"]) {
+      expect(() => new TenantStorage(fake([]), prefix)).toThrow();
+    }
+  });
+});
+
+describe("createObjectStore", () => {
+  it("refuses an incomplete s3 table", () => {
+    const parse = (table: Record<string, unknown>) => storageSchema.parse({ backend: "s3", ...table });
+    expect(() => createObjectStore(parse({}))).toThrow(expect.objectContaining({ code: "config_invalid" }));
+    expect(() => createObjectStore(parse({ bucket: "b", access_key_id: "k" }))).toThrow(
+      expect.objectContaining({ code: "config_invalid" }),
+    );
+  });
+});

@@ -1,17 +1,18 @@
-import type { AuditEvent, AuditSink } from "../audit/audit-event.js";
+import { isAbsolute, relative, resolve, sep } from "node:path";
+import type { AuditSink } from "../audit/audit-event.js";
+import type { Database } from "../db/database.js";
 import { TenantryError } from "../errors.js";
 import type { DataIsolation } from "../isolation/data-isolation.js";
 import type { ObjectStore } from "../isolation/storage/object-store.js";
+import { markerKey, readArchive, TenantData } from "../isolation/tenant-data.js";
 import type { TenantRegistry } from "../tenancy/registry.js";
 import type { RegistryStore } from "../tenancy/registry-store.js";
 import type { NewTenant, TenantRecord, TenantStatus, TenantUpdate } from "../tenancy/tenant.js";
 import { assertTenantId } from "../tenancy/tenant-id.js";
+import { type Actor, writeAdminEvent } from "./admin-audit.js";
 
-/** Who asks for an admin action: a global admin's id, or `cli` / `system`. */
-export interface Actor {
-  readonly id: string;
-  readonly requestId?: string;
-}
+export { markerKey } from "../isolation/tenant-data.js";
+export type { Actor } from "./admin-audit.js";
 
 export interface TenantServiceDeps {
   registry: TenantRegistry;
@@ -19,13 +20,34 @@ export interface TenantServiceDeps {
   objects: ObjectStore;
   audit: AuditSink;
   replica: string;
+  /** The owner connection (archive, purge, restore of rows). */
+  db: Database;
+  /** `[lifecycle] archive_dir`. */
+  archiveDir: string;
+  /** `[lifecycle] retention_days`: how long a deprovisioned tenant's data is kept before purge. */
+  retentionDays: number;
+  /**
+   * How long deprovisioning waits between suspending a tenant and archiving it, so that every
+   * replica has stopped serving it (the registry cache TTL). Default 1000 ms.
+   */
+  settleMs?: number;
+  now?: () => number;
 }
 
 export const PROVISIONING_STEPS = ["registered", "database", "storage"] as const;
 
-/** The storage marker written at provisioning, outside every tenant's visible prefix. */
-export function markerKey(tenantKey: string): string {
-  return `_tenantry/markers/${tenantKey}.json`;
+/** A tenant removed by `purge`; its archive stays where it was. */
+export interface PurgedTenant {
+  readonly id: string;
+  readonly archivePath: string | null;
+  readonly rows: number;
+  readonly objects: number;
+}
+
+export interface PurgeResult {
+  readonly purged: PurgedTenant[];
+  /** Tenants whose purge failed (they stay deprovisioned and are retried next time). */
+  readonly failed: { readonly id: string; readonly code: string; readonly message: string }[];
 }
 
 function positiveInt(value: unknown, what: string): void {
@@ -34,17 +56,26 @@ function positiveInt(value: unknown, what: string): void {
   }
 }
 
+const DAY_MS = 86_400_000;
+
 /**
  * Tenant operations shared by the CLI, the admin REST API and the admin tools. Each action is
  * written to the audit log first; if that write fails, the action does not happen.
+ *
+ * Lifecycle: `provisioning` → `active` | `trial` ⇄ `suspended` → `deprovisioned` (archived) →
+ * purged (registry row gone, archive kept) → `restore` → `active`.
  */
 export class TenantService {
   readonly #d: TenantServiceDeps;
   readonly #store: RegistryStore;
+  readonly #data: TenantData;
+  readonly #now: () => number;
 
   constructor(deps: TenantServiceDeps) {
     this.#d = deps;
     this.#store = deps.registry.store;
+    this.#data = new TenantData({ db: deps.db, isolation: deps.isolation, objects: deps.objects });
+    this.#now = deps.now ?? Date.now;
   }
 
   list(options: { status?: TenantStatus; limit?: number; after?: string } = {}): Promise<TenantRecord[]> {
@@ -79,7 +110,17 @@ export class TenantService {
     }
     record ??= await this.#store.insert(t);
     await hooks.afterStep?.("registered");
+    record = await this.#provision(record, hooks);
+    const status: TenantStatus = record.expiresAt ? "trial" : "active";
+    record = await this.#store.update(record.id, { status, provisioningStep: null });
+    this.#d.registry.invalidate(record.id);
+    return record;
+  }
 
+  async #provision(
+    record: TenantRecord,
+    hooks: { afterStep?: (step: string) => Promise<void> },
+  ): Promise<TenantRecord> {
     await this.#d.isolation.provisionTenant(record);
     record = await this.#store.update(record.id, { provisioningStep: "database" });
     await hooks.afterStep?.("database");
@@ -92,10 +133,6 @@ export class TenantService {
     await this.#d.objects.put(markerKey(record.key), new TextEncoder().encode(marker), "application/json");
     record = await this.#store.update(record.id, { provisioningStep: "storage" });
     await hooks.afterStep?.("storage");
-
-    const status: TenantStatus = record.expiresAt ? "trial" : "active";
-    record = await this.#store.update(record.id, { status, provisioningStep: null });
-    this.#d.registry.invalidate(record.id);
     return record;
   }
 
@@ -118,6 +155,11 @@ export class TenantService {
     if (update.status !== undefined && !u.convertTrial) {
       throw new TenantryError("invalid_argument", "use suspend/resume/deprovision to change status");
     }
+    for (const k of ["provisioningStep", "archivePath", "purgeAfter", "expiresAt"] as const) {
+      if (update[k] !== undefined && !(k === "expiresAt" && u.convertTrial)) {
+        throw new TenantryError("invalid_argument", `${k} is managed by the lifecycle, not by update`);
+      }
+    }
     await this.#audit(actor, "tenant.update", id, { ...summarise(update) });
     const record = await this.#store.update(id, update);
     this.#d.registry.invalidate(id);
@@ -126,8 +168,8 @@ export class TenantService {
 
   async suspend(actor: Actor, id: string, reason?: string): Promise<TenantRecord> {
     const current = await this.show(id);
-    if (current.status === "deprovisioned") {
-      throw new TenantryError("invalid_argument", `tenant ${id} is deprovisioned`);
+    if (current.status === "deprovisioned" || current.status === "provisioning") {
+      throw new TenantryError("invalid_argument", `tenant ${id} is ${current.status}`);
     }
     await this.#audit(actor, "tenant.suspend", id, { reason: reason ?? null, previous: current.status });
     const record = await this.#store.update(id, { status: "suspended" });
@@ -135,7 +177,7 @@ export class TenantService {
     return record;
   }
 
-  /** Resumes a suspended tenant: back to `trial` if its trial has not ended, else `active`. */
+  /** Resumes a suspended tenant: back to `trial` if it was on one (expired or not), else `active`. */
   async resume(actor: Actor, id: string): Promise<TenantRecord> {
     const current = await this.show(id);
     if (current.status !== "suspended") {
@@ -148,34 +190,162 @@ export class TenantService {
     return record;
   }
 
-  async #audit(actor: Actor, action: string, tenantId: string, details: Record<string, unknown> | null) {
-    const event: AuditEvent = {
-      at: new Date().toISOString(),
-      kind: "admin",
-      tenantId,
-      userId: actor.id,
-      impersonatedBy: null,
-      action,
-      tool: null,
-      outcome: "ok",
-      errorCode: null,
-      latencyMs: null,
-      requestId: actor.requestId ?? null,
-      replica: this.#d.replica,
-      details,
-    };
-    try {
-      await this.#d.audit.write(event);
-    } catch (error) {
+  /**
+   * Deprovisions a tenant: suspends it at once (the registry NOTIFY makes every replica refuse it),
+   * waits `settleMs`, archives its rows and objects into `archive_dir/<id>-<timestamp>/`, then marks
+   * it `deprovisioned` with `purge_after = now + retention_days`. Its data stays in place until
+   * `purge`. If archiving fails the tenant stays suspended and `deprovision` can be run again.
+   */
+  async deprovision(actor: Actor, id: string): Promise<TenantRecord> {
+    let record = await this.show(id);
+    if (record.status === "deprovisioned") {
+      throw new TenantryError("invalid_argument", `tenant ${id} is already deprovisioned`);
+    }
+    await this.#audit(actor, "tenant.deprovision", id, {
+      previous: record.status,
+      retention_days: this.#d.retentionDays,
+    });
+    if (record.status !== "suspended" && record.status !== "provisioning") {
+      record = await this.#store.update(id, { status: "suspended" });
+      this.#d.registry.invalidate(id);
+      const settle = this.#d.settleMs ?? 1000;
+      if (settle > 0) await new Promise((r) => setTimeout(r, settle));
+    }
+    const { path } = await this.#data.archive(record, this.#d.archiveDir);
+    record = await this.#store.update(id, {
+      status: "deprovisioned",
+      archivePath: path,
+      purgeAfter: new Date(this.#now() + this.#d.retentionDays * DAY_MS),
+    });
+    this.#d.registry.invalidate(id);
+    return record;
+  }
+
+  /**
+   * Purges deprovisioned tenants whose `purge_after` has passed (every deprovisioned tenant with
+   * `now: true`): deletes their rows (or drops their schema), their objects and storage marker,
+   * and their registry row. Archives are kept. One tenant's failure does not stop the others.
+   */
+  async purge(actor: Actor, options: { now?: boolean } = {}): Promise<PurgeResult> {
+    const due: TenantRecord[] = [];
+    const at = this.#now();
+    for (let after: string | undefined; ; ) {
+      const page = await this.#store.list({
+        status: "deprovisioned",
+        limit: 500,
+        ...(after ? { after } : {}),
+      });
+      for (const r of page)
+        if (options.now || (r.purgeAfter !== null && r.purgeAfter.getTime() <= at)) due.push(r);
+      if (page.length < 500) break;
+      after = page.at(-1)!.id;
+    }
+    const result: PurgeResult = { purged: [], failed: [] };
+    for (const record of due) {
+      try {
+        await this.#audit(actor, "tenant.purge", record.id, {
+          archive_path: record.archivePath,
+          purge_after: record.purgeAfter?.toISOString() ?? null,
+          forced: options.now === true,
+        });
+        const erased = await this.#data.erase(record);
+        await this.#store.delete(record.id);
+        this.#d.registry.invalidate(record.id);
+        result.purged.push({ id: record.id, archivePath: record.archivePath, ...erased });
+      } catch (error) {
+        result.failed.push({
+          id: record.id,
+          code: error instanceof TenantryError ? error.code : "internal",
+          message: error instanceof TenantryError ? error.message : "purge failed",
+        });
+      }
+    }
+    return result;
+  }
+
+  /**
+   * Restores a tenant from an archive: verifies every checksum, re-creates the tenant with the same
+   * id (a new key when it was purged; its data is replaced when it was only deprovisioned),
+   * re-provisions it, re-inserts its rows and objects, and makes it `active`. A failed restore
+   * leaves the tenant unserved (`provisioning`) and can be run again.
+   *
+   * `path` is resolved against `archive_dir`; with `confine`, it must also lie inside it (the
+   * admin API, where the path comes from a remote caller).
+   */
+  async restore(actor: Actor, path: string, options: { confine?: boolean } = {}): Promise<TenantRecord> {
+    const dir = this.resolveArchivePath(path, options);
+    const manifest = await readArchive(dir);
+    const t = manifest.tenant;
+    const id = assertTenantId(t.id);
+    await this.#audit(actor, "tenant.restore", id, {
+      archive_path: dir,
+      tables: manifest.tables.map((x) => ({ name: x.name, rows: x.rows })),
+      objects: manifest.objects.length,
+    });
+    let record = await this.#store.get(id);
+    if (record && record.status !== "deprovisioned" && record.status !== "provisioning") {
       throw new TenantryError(
-        "audit_write_failed",
-        `${action} was not performed: the audit log is unavailable`,
-        {
-          cause: error,
-        },
+        "tenant_exists",
+        `tenant ${id} exists and is ${record.status}: nothing to restore`,
       );
     }
+    if (record) {
+      record = await this.#store.update(id, { status: "provisioning", provisioningStep: "registered" });
+      this.#d.registry.invalidate(id);
+      await this.#data.erase(record);
+    } else {
+      record = await this.#store.insert({
+        id,
+        name: typeof t.name === "string" ? t.name : id,
+        ...(typeof t.rate_limit === "number" ? { rateLimit: t.rate_limit } : {}),
+        ...(Array.isArray(t.allowed_tools) ? { allowedTools: t.allowed_tools as string[] } : {}),
+        ...(isFlags(t.feature_flags) ? { featureFlags: t.feature_flags } : {}),
+      });
+    }
+    record = await this.#provision(record, {});
+    await this.#data.restore(record, dir, manifest);
+    record = await this.#store.update(id, {
+      status: "active",
+      provisioningStep: null,
+      expiresAt: null,
+      archivePath: dir,
+      purgeAfter: null,
+    });
+    this.#d.registry.invalidate(id);
+    return record;
   }
+
+  /** An archive path as the service reads it: absolute, or relative to `archive_dir`. */
+  resolveArchivePath(path: string, options: { confine?: boolean } = {}): string {
+    if (typeof path !== "string" || path.length === 0 || path.length > 4096 || path.includes("\0")) {
+      throw new TenantryError("invalid_argument", "archive must be a path");
+    }
+    const root = resolve(this.#d.archiveDir);
+    const dir = resolve(root, path);
+    if (options.confine) {
+      const rel = relative(root, dir);
+      if (rel === "" || rel === ".." || rel.startsWith(`..${sep}`) || isAbsolute(rel)) {
+        throw new TenantryError(
+          "invalid_argument",
+          "the archive must be a directory inside lifecycle.archive_dir",
+        );
+      }
+    }
+    return dir;
+  }
+
+  async #audit(actor: Actor, action: string, tenantId: string, details: Record<string, unknown> | null) {
+    await writeAdminEvent(this.#d.audit, this.#d.replica, { actor, action, tenantId, details });
+  }
+}
+
+function isFlags(v: unknown): v is Record<string, boolean | string | number> {
+  return (
+    typeof v === "object" &&
+    v !== null &&
+    !Array.isArray(v) &&
+    Object.values(v).every((x) => ["boolean", "string", "number"].includes(typeof x))
+  );
 }
 
 function summarise(u: TenantUpdate): Record<string, unknown> {

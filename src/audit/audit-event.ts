@@ -18,21 +18,42 @@ export interface AuditEvent {
   details: Record<string, unknown> | null;
 }
 
-/** Where events go. `write` for admin actions must not resolve before the event is durable. */
+/**
+ * Where events go. Request events are queued (`reserve` + `enqueue`) and written in batches off
+ * the hot path; admin actions are written at once (`write`) and must not resolve before the event
+ * is durable.
+ */
 export interface AuditSink {
-  /** Queues a request event; throws `service_unavailable` when the queue is full. */
-  enqueue(event: AuditEvent): void;
-  /** Writes an event now (admin actions, impersonation). */
+  /**
+   * Reserves room in the queue for one request event, before the request does any work. `false`
+   * when the queue is full: the server then answers 503 rather than serve a request it could not
+   * record. Every `true` must be followed by exactly one `enqueue(event, { reserved: true })`.
+   */
+  reserve(): boolean;
+  /**
+   * Queues a request event, into a slot taken by `reserve` when `reserved` (this never fails),
+   * else into a free slot; throws `service_unavailable` when there is none.
+   */
+  enqueue(event: AuditEvent, options?: { reserved?: boolean }): void;
+  /** Writes an event now (admin actions, impersonation); rejects if it could not be written. */
   write(event: AuditEvent): Promise<void>;
-  /** Writes everything queued. */
+  /** Writes everything queued; rejects if a batch could not be written (its events stay queued). */
   flush(): Promise<void>;
+  /** Flushes (retrying briefly) and stops the background writer. */
   close(): Promise<void>;
+  /** Events waiting to be written. */
+  readonly pending: number;
+  /** True when `reserve` would refuse now. */
+  readonly full: boolean;
 }
 
 /** An audit sink that keeps nothing (`[audit] sink = "none"`). */
 export const nullAuditSink: AuditSink = {
+  reserve: () => true,
   enqueue() {},
   async write() {},
   async flush() {},
   async close() {},
+  pending: 0,
+  full: false,
 };

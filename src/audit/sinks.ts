@@ -1,7 +1,7 @@
 import { appendFile, mkdir } from "node:fs/promises";
 import { dirname } from "node:path";
 import type { Database } from "../db/database.js";
-import type { AuditEvent, AuditSink } from "./audit-event.js";
+import type { AuditEvent } from "./audit-event.js";
 import { BatchingAuditSink, type BatchingOptions } from "./batching-sink.js";
 
 /** JSON line form of an event (snake_case, as documented in README "Audit"). */
@@ -57,7 +57,7 @@ export function jsonlWriter(path: string) {
 export function createAuditSink(
   sink: "database" | "jsonl" | "both" | "none",
   deps: { db: Database; path: string; batching: BatchingOptions },
-): AuditSink & { readonly pending?: number; readonly full?: boolean } {
+): BatchingAuditSink {
   const writers: ((events: readonly AuditEvent[]) => Promise<void>)[] = [];
   if (sink === "database" || sink === "both") writers.push(databaseWriter(deps.db));
   if (sink === "jsonl" || sink === "both") writers.push(jsonlWriter(deps.path));

@@ -12,7 +12,10 @@ function isRecord(value: unknown): value is Record<string, unknown> {
 /**
  * Returns the value of the claim named `path`: the key itself if present, else a walk of the
  * dot-separated segments through nested objects. Only own properties are read, so paths such as
- * `__proto__` or `constructor` never reach the prototype chain.
+ * `__proto__` or `constructor` never reach the prototype chain. A name containing `/` is a
+ * namespaced (URL) claim and is only ever read as an exact key: otherwise, when the IdP leaves it
+ * out, `{"https://example": {"com/org": …}}` — say, from user-editable metadata — would stand in
+ * for `https://example.com/org`.
  *
  * @example
  * readClaim({ "https://example.com/org": "acme" }, "https://example.com/org"); // "acme"
@@ -20,7 +23,7 @@ function isRecord(value: unknown): value is Record<string, unknown> {
  */
 export function readClaim(claims: Record<string, unknown>, path: string): unknown {
   if (Object.hasOwn(claims, path)) return claims[path];
-  if (!path.includes(".")) return undefined;
+  if (!path.includes(".") || path.includes("/")) return undefined;
   let current: unknown = claims;
   for (const segment of path.split(".")) {
     if (!isRecord(current) || !Object.hasOwn(current, segment)) return undefined;

@@ -3,7 +3,7 @@ import type { Database } from "./database.js";
 /**
  * Tenantry's own tables, owned by the admin role. The runtime role gets no privilege on the
  * registry (tool code must not list other tenants) and only INSERT on the audit log, whose rows a
- * tenant can read back through RLS.
+ * tenant can read back through RLS, and nothing on impersonation grants.
  */
 export interface CoreMigration {
   version: number;
@@ -69,6 +69,33 @@ export const CORE_MIGRATIONS: CoreMigration[] = [
       CREATE POLICY tenantry_audit_insert ON tenantry_audit FOR INSERT WITH CHECK (true);
       GRANT INSERT, SELECT ON tenantry_audit TO ${q(runtimeRole)};
       GRANT USAGE ON SEQUENCE tenantry_audit_id_seq TO ${q(runtimeRole)};`,
+  },
+  {
+    // Impersonation grants live in the database so every replica honours them; only a hash of
+    // the grant is stored. The owner (migrations, admin API, `tenantry audit`) reads and writes
+    // the whole audit log: FORCE ROW LEVEL SECURITY would otherwise hide it from its own owner.
+    // The runtime role (tool code) may only append events of the tenant its transaction is bound
+    // to, never forge another tenant's.
+    version: 3,
+    name: "impersonation",
+    sql: () => `
+      CREATE TABLE IF NOT EXISTS tenantry_impersonations (
+        grant_hash text PRIMARY KEY,
+        admin_id text NOT NULL,
+        admin_issuer text NOT NULL,
+        tenant_id text NOT NULL,
+        reason text NOT NULL CHECK (length(btrim(reason)) > 0),
+        created_at timestamptz NOT NULL DEFAULT now(),
+        expires_at timestamptz NOT NULL
+      );
+      CREATE INDEX IF NOT EXISTS tenantry_impersonations_expires ON tenantry_impersonations (expires_at);
+      REVOKE ALL ON tenantry_impersonations FROM PUBLIC;
+      DROP POLICY IF EXISTS tenantry_audit_read_owner ON tenantry_audit;
+      CREATE POLICY tenantry_audit_read_owner ON tenantry_audit FOR SELECT TO CURRENT_USER USING (true);
+      DROP POLICY IF EXISTS tenantry_audit_write_owner ON tenantry_audit;
+      CREATE POLICY tenantry_audit_write_owner ON tenantry_audit FOR INSERT TO CURRENT_USER WITH CHECK (true);
+      ALTER POLICY tenantry_audit_insert ON tenantry_audit
+        WITH CHECK (tenant_id = NULLIF(current_setting('app.tenant_id', true), ''));`,
   },
 ];
 

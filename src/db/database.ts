@@ -11,6 +11,11 @@ export interface Queryable {
   query<R extends Row = Row>(text: string, params?: readonly unknown[]): Promise<QueryResult<R>>;
 }
 
+/** One transaction's connection: parameterised statements, and scripts without parameters (migrations). */
+export interface TransactionHandle extends Queryable {
+  exec(sql: string): Promise<void>;
+}
+
 /**
  * The small surface Tenantry needs from PostgreSQL, implemented for embedded PGlite and for a
  * `pg` pool. A transaction runs on one connection from BEGIN to COMMIT, which is what makes
@@ -21,7 +26,7 @@ export interface Database extends Queryable {
   /** Runs a script of several statements without parameters (migrations). */
   exec(sql: string): Promise<void>;
   /** Runs `fn` inside BEGIN … COMMIT on one connection; ROLLBACK if it throws. */
-  transaction<T>(fn: (tx: Queryable) => Promise<T>): Promise<T>;
+  transaction<T>(fn: (tx: TransactionHandle) => Promise<T>): Promise<T>;
   /** LISTEN on a channel; returns a function that stops listening. */
   listen(channel: string, onPayload: (payload: string) => void): Promise<() => Promise<void>>;
   close(): Promise<void>;

@@ -1,15 +1,45 @@
-import { mkdir } from "node:fs/promises";
+import { readFileSync } from "node:fs";
+import { mkdir, readFile, rename, writeFile } from "node:fs/promises";
+import { createRequire } from "node:module";
+import { tmpdir } from "node:os";
+import { dirname, join } from "node:path";
 import { PGlite, type Transaction } from "@electric-sql/pglite";
-import type { Database, Queryable, QueryResult, Row } from "./database.js";
+import type { Database, Queryable, QueryResult, Row, TransactionHandle } from "./database.js";
+
+/** PGlite's version, read from its package.json (not in its `exports`, so found beside its entry point). */
+function pgliteVersion(): string {
+  let dir: string;
+  try {
+    dir = dirname(createRequire(import.meta.url).resolve("@electric-sql/pglite"));
+  } catch {
+    return "unknown";
+  }
+  for (let i = 0; i < 4; i++, dir = dirname(dir)) {
+    try {
+      const pkg = JSON.parse(readFileSync(join(dir, "package.json"), "utf8")) as {
+        name?: string;
+        version?: string;
+      };
+      if (pkg.name === "@electric-sql/pglite" && pkg.version) return pkg.version;
+    } catch {}
+  }
+  return "unknown";
+}
+const PGLITE_VERSION = pgliteVersion();
 
 function wrap(q: PGlite | Transaction): Queryable {
   return {
     async query<R extends Row>(text: string, params: readonly unknown[] = []): Promise<QueryResult<R>> {
       const result = await q.query<R>(text, params as unknown[]);
-      return { rows: result.rows, rowCount: result.affectedRows ?? result.rows.length };
+      // PGlite reports affectedRows = 0 for a SELECT; pg's rowCount counts the rows returned.
+      const rowCount = result.fields.length > 0 ? result.rows.length : (result.affectedRows ?? 0);
+      return { rows: result.rows, rowCount };
     },
   };
 }
+
+/** A snapshot of a freshly initialised cluster, per PGlite version (the format may change between versions). */
+const TEMPLATE = join(tmpdir(), `tenantry-pglite-${PGLITE_VERSION}.tar.gz`);
 
 /** Embedded PostgreSQL (WASM). One connection: statements and transactions are serialised. */
 export class PgliteDatabase implements Database {
@@ -22,11 +52,34 @@ export class PgliteDatabase implements Database {
     this.#q = wrap(db);
   }
 
-  /** Opens (or creates) a database in `dataDir`; in memory when `dataDir` is undefined. */
+  /**
+   * Opens (or creates) a database in `dataDir`; in memory when `dataDir` is undefined. In-memory
+   * databases start from a cached snapshot of a fresh cluster (initdb is the slow part, several
+   * seconds), which makes test suites that open many of them much faster.
+   */
   static async open(dataDir: string | undefined): Promise<PgliteDatabase> {
-    if (dataDir) await mkdir(dataDir, { recursive: true });
-    const db = dataDir ? new PGlite(dataDir) : new PGlite();
+    if (dataDir) {
+      await mkdir(dataDir, { recursive: true });
+      const db = new PGlite(dataDir);
+      await db.waitReady;
+      return new PgliteDatabase(db);
+    }
+    const snapshot = await readFile(TEMPLATE).catch(() => undefined);
+    if (snapshot) {
+      try {
+        const db = new PGlite({ loadDataDir: new Blob([snapshot]) });
+        await db.waitReady;
+        return new PgliteDatabase(db);
+      } catch {
+        // A stale or torn snapshot: fall through and make a fresh one.
+      }
+    }
+    const db = new PGlite();
     await db.waitReady;
+    const dump = await db.dumpDataDir("gzip");
+    const tmp = `${TEMPLATE}.${process.pid}.${Date.now()}`;
+    await writeFile(tmp, Buffer.from(await dump.arrayBuffer()));
+    await rename(tmp, TEMPLATE).catch(() => {});
     return new PgliteDatabase(db);
   }
 
@@ -38,8 +91,15 @@ export class PgliteDatabase implements Database {
     await this.#db.exec(sql);
   }
 
-  transaction<T>(fn: (tx: Queryable) => Promise<T>): Promise<T> {
-    return this.#db.transaction((tx) => fn(wrap(tx)));
+  transaction<T>(fn: (tx: TransactionHandle) => Promise<T>): Promise<T> {
+    return this.#db.transaction((tx) =>
+      fn({
+        ...wrap(tx),
+        exec: async (sql: string) => {
+          await tx.exec(sql);
+        },
+      }),
+    );
   }
 
   async listen(channel: string, onPayload: (payload: string) => void): Promise<() => Promise<void>> {

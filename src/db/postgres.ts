@@ -1,5 +1,5 @@
 import pg from "pg";
-import type { Database, Queryable, QueryResult, Row } from "./database.js";
+import type { Database, QueryResult, Row, TransactionHandle } from "./database.js";
 
 export interface PostgresOptions {
   poolSize: number;
@@ -36,19 +36,27 @@ export class PostgresDatabase implements Database {
     await this.#pool.query(sql);
   }
 
-  async transaction<T>(fn: (tx: Queryable) => Promise<T>): Promise<T> {
+  async transaction<T>(fn: (tx: TransactionHandle) => Promise<T>): Promise<T> {
     const client = await this.#pool.connect();
-    const tx: Queryable = {
+    const tx: TransactionHandle = {
       async query<R extends Row>(text: string, params: readonly unknown[] = []): Promise<QueryResult<R>> {
         const result = await client.query<R>(text, params as unknown[]);
         return { rows: result.rows, rowCount: result.rowCount ?? result.rows.length };
+      },
+      async exec(sql: string): Promise<void> {
+        await client.query(sql);
       },
     };
     let broken = false;
     try {
       await client.query("BEGIN");
       const value = await fn(tx);
-      await client.query("COMMIT");
+      const end = await client.query("COMMIT");
+      // COMMIT of a transaction in which a statement failed rolls back and reports no error; PGlite
+      // throws 25P02 there, and so do we: the caller must not believe its writes were kept.
+      if (end.command === "ROLLBACK") {
+        throw Object.assign(new Error("Transaction was rolled back instead of committed"), { code: "25P02" });
+      }
       return value;
     } catch (error) {
       try {

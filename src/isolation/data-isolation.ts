@@ -1,34 +1,64 @@
+import { ensurePgliteRuntimeRole, runCoreMigrations } from "../db/core-migrations.js";
 import type { Databases } from "../db/database.js";
 import type { TenantRecord } from "../tenancy/tenant.js";
-import { enterTenant, type IsolationName } from "./strategy.js";
+import {
+  type AppMigration,
+  migrateSharedTables,
+  migrateTenantSchema,
+  sharedTenantTables,
+  validateMigrations,
+} from "./migrations.js";
+import { assertSafe, inspectDatabase, runtimeRoleOf, type SafetyCheck } from "./safety.js";
+import { enterTenant, type IsolationName, usesSchemas } from "./strategy.js";
 import { type EnterTenant, TenantTransaction } from "./tenant-db.js";
 
-/** An application migration: tables holding tenant data, written with unqualified names. */
-export interface AppMigration {
-  readonly version: number;
-  readonly name: string;
-  /** DDL for the app's tables. Under RLS it runs once in `public`; per schema, once in each tenant schema. */
-  readonly sql: string;
-  /** Tables that hold tenant rows (each gets tenant_id, index, forced RLS and a policy under RLS). */
-  readonly tenantTables: readonly string[];
+export type { AppMigration } from "./migrations.js";
+
+/** One tenant's outcome in {@link DataIsolation.migrateAll}. */
+export interface TenantMigrationOutcome {
+  readonly id: string;
+  readonly ok: boolean;
+  /** Versions applied to this tenant's schema (schema_per_tenant). */
+  readonly applied?: readonly number[];
+  readonly error?: string;
+}
+
+/** What `tenantry migrate` did. */
+export interface MigrateAllResult {
+  /** Core (Tenantry's own) migrations applied. */
+  readonly core: number[];
+  /** App migrations applied to the shared tables (row_level_security, prefix). */
+  readonly shared: number[];
+  /** Every tenant schema upgraded, or not (schema_per_tenant; empty otherwise). */
+  readonly tenants: TenantMigrationOutcome[];
 }
 
 /**
- * The database side of isolation: binds tool transactions to a tenant, and prepares the
- * database for the configured strategy (shared tables with RLS, or one schema per tenant).
+ * The database side of isolation: binds tool transactions to a tenant, and prepares the database
+ * for the configured strategy (shared tables with forced RLS, or one schema per tenant, itself
+ * with forced RLS as defence in depth). Every DDL runs on the admin (owner) connection; tool
+ * queries run on the runtime connection, as a role that owns nothing and cannot bypass RLS.
+ *
+ * @example
+ * const isolation = new DataIsolation(dbs, "row_level_security");
+ * isolation.add(demoMigrations);
+ * await isolation.migrateShared();
+ * await isolation.checkSafety();       // throws unsafe_database_role / unsafe_schema
+ * const db = isolation.open(record);   // ctx.db for one tool call
  */
 export class DataIsolation {
   readonly strategy: IsolationName;
   readonly #dbs: Databases;
-  readonly #migrations: AppMigration[] = [];
+  #migrations: AppMigration[] = [];
 
   constructor(dbs: Databases, strategy: IsolationName) {
     this.#dbs = dbs;
     this.strategy = strategy;
   }
 
+  /** Registers app migrations. Throws `invalid_argument` on a duplicate version or a bad table name. */
   add(migrations: readonly AppMigration[]): void {
-    this.#migrations.push(...migrations);
+    this.#migrations = validateMigrations([...this.#migrations, ...migrations]);
   }
 
   get migrations(): readonly AppMigration[] {
@@ -45,9 +75,71 @@ export class DataIsolation {
     return new TenantTransaction(this.#dbs.runtime, this.enter(record));
   }
 
-  /** Applies app migrations shared by all tenants (RLS). */
-  async migrateShared(): Promise<void> {}
+  /** The role tool queries run as. */
+  runtimeRole(): Promise<string> {
+    return runtimeRoleOf(this.#dbs);
+  }
 
-  /** Prepares one tenant's database objects (its schema, under schema_per_tenant). Idempotent. */
-  async provisionTenant(_record: TenantRecord): Promise<void> {}
+  /** The catalog inspection behind {@link checkSafety} and `tenantry doctor`. */
+  async inspect(): Promise<SafetyCheck[]> {
+    const tenantTables = usesSchemas(this.strategy) ? [] : sharedTenantTables(this.#migrations);
+    return inspectDatabase(this.#dbs.admin, await this.runtimeRole(), { tenantTables });
+  }
+
+  /**
+   * Refuses to run when the runtime role could bypass RLS (superuser, BYPASSRLS, member of such a
+   * role, owner of a tenant table) or a tenant table lacks forced RLS with a policy. Throws
+   * `unsafe_database_role` or `unsafe_schema`, listing every failed check.
+   */
+  async checkSafety(): Promise<void> {
+    assertSafe(await this.inspect());
+  }
+
+  /**
+   * Applies pending app migrations to the shared tables (row_level_security and prefix). Under
+   * schema_per_tenant there are none: tenant schemas are migrated by {@link provisionTenant} and
+   * {@link migrateAll}. Returns the versions applied.
+   */
+  async migrateShared(): Promise<number[]> {
+    if (usesSchemas(this.strategy)) return [];
+    return migrateSharedTables(this.#dbs.admin, this.#migrations, await this.runtimeRole());
+  }
+
+  /**
+   * Prepares one tenant's database objects. Under schema_per_tenant: its schema, migrated and
+   * secured. Nothing to do for shared tables. Idempotent (provisioning resumes after a crash).
+   */
+  async provisionTenant(record: TenantRecord): Promise<number[]> {
+    if (!usesSchemas(this.strategy)) return [];
+    return migrateTenantSchema(this.#dbs.admin, record, this.#migrations, await this.runtimeRole());
+  }
+
+  /**
+   * `tenantry migrate`: core migrations, shared app migrations, then, under schema_per_tenant, every
+   * tenant's schema (those not deprovisioned), each in its own transaction; a tenant whose upgrade
+   * fails is reported and the others go on. Also re-grants the runtime role exactly what it needs.
+   */
+  async migrateAll(): Promise<MigrateAllResult> {
+    const dbs = this.#dbs;
+    if (dbs.runtimeRole) await ensurePgliteRuntimeRole(dbs.admin, dbs.runtimeRole);
+    const core = await runCoreMigrations(dbs.admin, dbs.runtimeRoleName);
+    const runtimeRole = await this.runtimeRole();
+    if (!usesSchemas(this.strategy)) {
+      const shared = await migrateSharedTables(dbs.admin, this.#migrations, runtimeRole, { reassert: true });
+      return { core, shared, tenants: [] };
+    }
+    const tenants: TenantMigrationOutcome[] = [];
+    const rows = await dbs.admin.query<{ id: string; key: string }>(
+      "SELECT id, key FROM tenantry_tenants WHERE status <> 'deprovisioned' ORDER BY id",
+    );
+    for (const { id, key } of rows.rows) {
+      try {
+        const applied = await migrateTenantSchema(dbs.admin, { id, key }, this.#migrations, runtimeRole);
+        tenants.push({ id, ok: true, applied });
+      } catch (error) {
+        tenants.push({ id, ok: false, error: error instanceof Error ? error.message : String(error) });
+      }
+    }
+    return { core, shared: [], tenants };
+  }
 }

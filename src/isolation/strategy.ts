@@ -1,24 +1,54 @@
 import type { Queryable } from "../db/database.js";
 import type { TenantRecord } from "../tenancy/tenant.js";
-import { schemaNameForKey } from "./names.js";
-
-export type IsolationName = "row_level_security" | "schema_per_tenant" | "prefix";
+import { assertTenantId } from "../tenancy/tenant-id.js";
+import { quoteIdent, schemaNameForKey } from "./names.js";
 
 /**
- * Binds a transaction to a tenant in one round trip. `set_config(name, value, true)` is local to
- * the transaction, like `SET LOCAL`, so it cannot outlive the call or leak to the next user of the
- * connection. Under every strategy `app.tenant_id` is set, so RLS policies hold as defence in depth.
- * `role` is the runtime role to switch to (PGlite, whose one connection is a superuser).
+ * How tenant data is kept apart in the database:
+ * - `row_level_security`: shared tables with a `tenant_id` column and forced RLS policies;
+ * - `schema_per_tenant`: one schema per tenant (plus RLS inside it, as defence in depth);
+ * - `prefix`: object-storage prefixes for files, and RLS (as `row_level_security`) for the database.
  */
-export function enterTenant(isolation: IsolationName, record: TenantRecord, role: string | undefined) {
-  const searchPath = isolation === "schema_per_tenant" ? `"${schemaNameForKey(record.key)}"` : null;
-  const sql =
-    "SELECT set_config('app.tenant_id', $1, true)" +
-    (role ? ", set_config('role', $2, true)" : "") +
-    (searchPath ? `, set_config('search_path', $${role ? 3 : 2}, true)` : "");
+export type IsolationName = "row_level_security" | "schema_per_tenant" | "prefix";
+
+/** The setting every policy reads; set per transaction only. */
+export const TENANT_SETTING = "app.tenant_id";
+
+/** The tenant bound to the current transaction, NULL when unset or empty, so that policies fail closed. */
+export const CURRENT_TENANT_SQL = "NULLIF(current_setting('app.tenant_id', true), '')";
+
+/** Whether tenant tables live in one schema per tenant (else shared tables in `public` under RLS). */
+export function usesSchemas(isolation: IsolationName): boolean {
+  return isolation === "schema_per_tenant";
+}
+
+/**
+ * Binds a transaction to a tenant in one round trip, before any statement of the tool runs.
+ * `set_config(name, value, true)` is local to the transaction, like `SET LOCAL`, so it cannot
+ * outlive the call or leak to the next user of the connection (seed defects 1 and 2 set it on a
+ * pool). `app.tenant_id` is set under every strategy, so RLS policies hold as defence in depth.
+ * `role` is the runtime role to switch to (PGlite, whose one connection is a superuser); on
+ * PostgreSQL the connection already logs in as the runtime role.
+ *
+ * Everything is a bound parameter; the search path is a quoted identifier built from the
+ * registry's immutable key, never from the tenant id.
+ */
+export function enterTenant(
+  isolation: IsolationName,
+  record: TenantRecord,
+  role: string | undefined,
+): (tx: Queryable) => Promise<void> {
+  assertTenantId(record.id);
   const params: unknown[] = [record.id];
-  if (role) params.push(role);
-  if (searchPath) params.push(searchPath);
+  let sql = "SELECT set_config('app.tenant_id', $1, true)";
+  if (role) {
+    params.push(role);
+    sql += `, set_config('role', $${params.length}, true)`;
+  }
+  if (usesSchemas(isolation)) {
+    params.push(quoteIdent(schemaNameForKey(record.key)));
+    sql += `, set_config('search_path', $${params.length}, true)`;
+  }
   return async (tx: Queryable): Promise<void> => {
     await tx.query(sql, params);
   };

@@ -12,6 +12,15 @@ const ROLLBACK = Symbol("rollback");
  * the tenant (`set_config(…, true)`, `SET LOCAL` semantics: gone at COMMIT), and every later query of
  * the call runs on it. `finish(true)` commits, `finish(false)` rolls back. Nothing is opened for a
  * tool that never touches the database. Queries after `finish` are refused.
+ *
+ * There is no parameter through which a caller could name a tenant: the binding is fixed at
+ * construction. On PostgreSQL a pool of `database.pool_size` connections serves concurrent calls,
+ * each call holding one connection from its first query to `finish`; PGlite runs them one at a time.
+ *
+ * @example
+ * const db = isolation.open(record);
+ * try { await db.query("INSERT INTO notes (title, body) VALUES ($1, $2)", [t, b]); await db.finish(true); }
+ * catch (e) { await db.finish(false); throw e; }
  */
 export class TenantTransaction implements TenantDb {
   readonly #db: Database;
@@ -26,9 +35,13 @@ export class TenantTransaction implements TenantDb {
     this.#enter = enter;
   }
 
+  /** Runs one parameterised statement inside the call's tenant transaction. */
   async query<R extends Row = Row>(text: string, params?: readonly unknown[]): Promise<QueryResult<R>> {
     if (this.#finished) throw new TenantryError("internal", "ctx.db used after the tool call ended");
     if (typeof text !== "string") throw new TenantryError("invalid_argument", "query text must be a string");
+    if (params !== undefined && !Array.isArray(params)) {
+      throw new TenantryError("invalid_argument", "query parameters must be an array");
+    }
     const tx = await this.#begin();
     return tx.query<R>(text, params);
   }
@@ -49,11 +62,18 @@ export class TenantTransaction implements TenantDb {
           rejectTx(error);
           if (error !== ROLLBACK) throw error;
         });
+      // `finish` reports the failure; until it is called the rejection must not count as unhandled.
+      this.#done.catch(() => {});
     });
+    // A tool that catches its own query error would otherwise leave this rejection unobserved.
+    this.#tx.catch(() => {});
     return this.#tx;
   }
 
-  /** Ends the call's transaction: commit when `ok`, else roll back. Resolves once the connection is free. */
+  /**
+   * Ends the call's transaction: commit when `ok`, else roll back. Resolves once the connection is
+   * free; rejects when BEGIN, the tenant binding or COMMIT failed (the writes were not kept).
+   */
   async finish(ok: boolean): Promise<void> {
     if (this.#finished) return;
     this.#finished = true;

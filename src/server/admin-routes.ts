@@ -1,5 +1,9 @@
 import type { IncomingMessage, ServerResponse } from "node:http";
-import type { Actor, TenantService } from "../admin/tenant-service.js";
+import type { Actor } from "../admin/admin-audit.js";
+import type { ImpersonationService } from "../admin/impersonation.js";
+import type { TenantService } from "../admin/tenant-service.js";
+import { type AuditReader, parseSince } from "../audit/audit-query.js";
+import { auditEventToJson } from "../audit/sinks.js";
 import type { TokenVerifier } from "../auth/verifier.js";
 import type { ResolvedAuth } from "../config/resolve.js";
 import { TenantryError } from "../errors.js";
@@ -15,11 +19,13 @@ export interface AdminRoutesDeps {
   auth: ResolvedAuth;
   verifier: TokenVerifier;
   tenants: TenantService;
+  impersonations: ImpersonationService;
+  auditLog: AuditReader;
   mapper: MapperContext;
   ids: RequestIds;
   /** The local control secret (embedded database only). */
   controlSecret: string | undefined;
-  /** Extra routes (audit, impersonation) registered by later stages. */
+  /** Extra routes, after the built-in ones. */
   extra?: AdminRoute[];
 }
 
@@ -41,7 +47,18 @@ const ID = "([A-Za-z0-9._:-]{1,64})";
 /**
  * `/admin/api`: a scope of its own with its own authentication. Only a token carrying the admin
  * scope (or the local control secret the CLI reads from the data dir) gets past the gate; any
- * other valid token is 403 `insufficient_scope`.
+ * other valid token is 403 `insufficient_scope` on every path, known or not.
+ *
+ * | method | path | does |
+ * |---|---|---|
+ * | GET | /tenants[?status=&limit=] | list |
+ * | POST | /tenants | create (`{id, name, rate_limit?, allowed_tools?, feature_flags?, trial_days?}`) |
+ * | GET, PATCH | /tenants/:id | show, update (`convert_trial: true` ends a trial) |
+ * | POST | /tenants/:id/suspend, /resume, /deprovision | lifecycle |
+ * | POST | /purge (`{now?}`) | purge deprovisioned tenants past retention (all with `now`) |
+ * | POST | /restore (`{archive}`) | restore from an archive inside `lifecycle.archive_dir` |
+ * | GET | /audit[?tenant=&since=&action=&limit=] | read the audit log |
+ * | POST | /impersonations (`{tenant_id, reason, ttl_s?}`) | a grant to act as a tenant (admin tokens only) |
  */
 export class AdminRoutes {
   readonly #d: AdminRoutesDeps;
@@ -116,6 +133,78 @@ export class AdminRoutes {
         pattern: new RegExp(`^/admin/api/tenants/${ID}/resume$`),
         handle: async ({ actor, params }) => json(tenantToJson(await t.resume(actor, params.id!))),
       },
+      {
+        method: "POST",
+        pattern: new RegExp(`^/admin/api/tenants/${ID}/deprovision$`),
+        handle: async ({ actor, params }) => json(tenantToJson(await t.deprovision(actor, params.id!))),
+      },
+      {
+        method: "POST",
+        pattern: /^\/admin\/api\/purge$/,
+        handle: async ({ actor, body }) => {
+          const result = await t.purge(actor, { now: body.now === true });
+          return json({
+            purged: result.purged.map((p) => ({
+              id: p.id,
+              archive_path: p.archivePath,
+              rows: p.rows,
+              objects: p.objects,
+            })),
+            failed: result.failed,
+          });
+        },
+      },
+      {
+        method: "POST",
+        pattern: /^\/admin\/api\/restore$/,
+        handle: async ({ actor, body }) =>
+          json(tenantToJson(await t.restore(actor, str(body.archive, "archive"), { confine: true }))),
+      },
+      {
+        method: "GET",
+        pattern: /^\/admin\/api\/audit$/,
+        handle: async ({ query }) => {
+          const tenant = query.get("tenant");
+          const since = query.get("since");
+          const action = query.get("action");
+          const limit = query.get("limit");
+          const events = await deps.auditLog.query({
+            ...(tenant ? { tenant } : {}),
+            ...(since ? { since: parseSince(since) } : {}),
+            ...(action ? { action } : {}),
+            ...(limit ? { limit: /^[0-9]{1,6}$/.test(limit) ? Number(limit) : Number.NaN } : {}),
+          });
+          return json({ events: events.map(auditEventToJson) });
+        },
+      },
+      {
+        method: "POST",
+        pattern: /^\/admin\/api\/impersonations$/,
+        handle: async ({ actor, body }) => {
+          if (!actor.admin) {
+            throw new TenantryError(
+              "forbidden",
+              "impersonation needs an admin token: the grant is bound to it",
+            );
+          }
+          const issued = await deps.impersonations.grant(
+            { ...actor.admin, ...(actor.requestId ? { requestId: actor.requestId } : {}) },
+            str(body.tenant_id, "tenant_id"),
+            body.reason,
+            body.ttl_s !== undefined ? { ttlSeconds: body.ttl_s as number } : {},
+          );
+          return json(
+            {
+              grant: issued.grant,
+              tenant_id: issued.tenantId,
+              reason: issued.reason,
+              expires_at: issued.expiresAt.toISOString(),
+              header: "X-Tenantry-Impersonate",
+            },
+            201,
+          );
+        },
+      },
       ...(deps.extra ?? []),
     ];
   }
@@ -124,9 +213,10 @@ export class AdminRoutes {
     const requestId = this.#d.ids.next(req.headers["x-request-id"]);
     res.setHeader("X-Request-Id", requestId);
     try {
+      // Authenticate first: a caller without the admin scope learns nothing, not even which paths exist.
+      const actor = await this.#authenticate(req, requestId);
       const route = this.#routes.find((r) => r.pattern.test(url.pathname));
       if (!route) throw new TenantryError("not_found", "no such admin endpoint");
-      const actor = await this.#authenticate(req, requestId);
       const matching = this.#routes.find((r) => r.method === req.method && r.pattern.test(url.pathname));
       if (!matching) throw new TenantryError("method_not_allowed", `${req.method} is not allowed here`);
       const m = matching.pattern.exec(url.pathname)!;
@@ -160,7 +250,7 @@ export class AdminRoutes {
         details: { scope: this.#d.auth.adminScope },
       });
     }
-    return { id: `admin:${token.userId}`, requestId };
+    return { id: `admin:${token.userId}`, requestId, admin: { adminId: token.userId, issuer: token.issuer } };
   }
 }
 

@@ -2,7 +2,8 @@ import { mkdir } from "node:fs/promises";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import { type Logger, pino } from "pino";
-import { TenantService } from "../admin/tenant-service.js";
+import { type AdminStage, createAdminStage } from "../admin/admin-stage.js";
+import type { TenantService } from "../admin/tenant-service.js";
 import type { AuditSink } from "../audit/audit-event.js";
 import { createAuditSink } from "../audit/sinks.js";
 import { type DevKeys, loadOrCreateDevKeys } from "../auth/dev-issuer.js";
@@ -85,6 +86,8 @@ export class TenantryApp {
   limiter!: RateLimiter;
   verifier!: TokenVerifier;
   tenants!: TenantService;
+  /** Impersonation, the audit log reader, the purge job and the admin tools. */
+  adminServices!: AdminStage;
   devKeys: DevKeys | undefined;
   #mcp!: McpEndpoint;
   #admin!: AdminRoutes;
@@ -127,6 +130,7 @@ export class TenantryApp {
     this.isolation = new DataIsolation(this.dbs, c.auth.multi_tenant.isolation);
     this.isolation.add(this.#appMigrations);
     await this.isolation.migrateShared();
+    await this.isolation.checkSafety();
 
     this.registry = new TenantRegistry(this.dbs.admin, { ttlMs: c.auth.multi_tenant.registry_cache_ttl_ms });
     await this.registry.start();
@@ -158,13 +162,21 @@ export class TenantryApp {
     }
     this.verifier = createTokenVerifier(auth, keys ? { keys } : {});
 
-    this.tenants = new TenantService({
+    const adminStage = createAdminStage({
+      config: c,
+      dbs: this.dbs,
       registry: this.registry,
       isolation: this.isolation,
       objects: this.objects,
       audit: this.audit,
       replica: this.ids.replica,
+      log: this.log,
     });
+    this.adminServices = adminStage;
+    this.tenants = adminStage.tenants;
+    for (const tool of adminStage.tools) if (!this.tools.names().includes(tool.name)) this.tools.add(tool);
+    adminStage.purgeJob.start();
+    this.#closers.push(() => adminStage.purgeJob.stop());
 
     const mapper: MapperContext = { wwwAuthenticate: (p) => wwwAuthenticate(c, p) };
     const resources: ResourceFactory = {
@@ -177,9 +189,13 @@ export class TenantryApp {
         return { db, storage, finish: (ok) => db.finish(ok) };
       },
     };
-    const dispatcher = new McpDispatcher(this.tools, resources, { name: "tenantry", version: VERSION });
+    const dispatcher = new McpDispatcher(this.tools, resources, {
+      name: "tenantry",
+      version: VERSION,
+      adminContext: adminStage.adminContext,
+    });
     this.#mcp = new McpEndpoint({
-      pipeline: new AdmissionPipeline(auth, this.verifier, this.registry),
+      pipeline: new AdmissionPipeline(auth, this.verifier, this.registry, adminStage.impersonations),
       dispatcher,
       limiter: this.limiter,
       inFlight: new InFlightLimiter(c.rate_limit.max_in_flight_per_tenant),
@@ -201,6 +217,8 @@ export class TenantryApp {
       auth,
       verifier: this.verifier,
       tenants: this.tenants,
+      impersonations: adminStage.impersonations,
+      auditLog: adminStage.auditLog,
       mapper,
       ids: this.ids,
       controlSecret: this.#controlSecret,
@@ -265,7 +283,10 @@ export class TenantryApp {
   /** Starts the HTTP server; resolves with its URL. */
   async listen(options: { port?: number; host?: string } = {}): Promise<{ url: string; port: number }> {
     await this.start();
-    const server = createServer({ keepAliveTimeout: 65_000 }, this.handler);
+    // Headers large enough that an oversized token reaches the verifier and gets a proper 401
+    // (Node's default 16 KiB would answer 431 with no challenge); the verifier caps token size.
+    const maxHeaderSize = Math.max(65_536, this.config.resolvedAuth.maxTokenBytes + 16_384);
+    const server = createServer({ keepAliveTimeout: 65_000, maxHeaderSize }, this.handler);
     this.#server = server;
     const port = options.port ?? this.config.server.port;
     const host = options.host ?? this.config.server.host;
@@ -290,7 +311,13 @@ export class TenantryApp {
     this.#server = undefined;
     if (server) {
       await new Promise<void>((resolve) => {
-        server.close(() => resolve());
+        // A keep-alive connection whose request ends after close() would otherwise stay open until
+        // keepAliveTimeout (and hold the audit flush back): close each one as soon as it is idle.
+        const sweep = setInterval(() => server.closeIdleConnections(), 25);
+        server.close(() => {
+          clearInterval(sweep);
+          resolve();
+        });
         server.closeIdleConnections();
       });
     }

@@ -12,7 +12,7 @@ import { type MapperContext, toHttpError } from "./error-mapper.js";
 import { classify, type JsonRpcResponse, RPC, rpcError } from "./json-rpc.js";
 import type { DispatchNotes, McpDispatcher } from "./mcp-dispatcher.js";
 import type { ServerMetrics } from "./metrics.js";
-import type { AdmissionPipeline, Admitted } from "./pipeline.js";
+import type { AdmissionPipeline, Admitted, Identified } from "./pipeline.js";
 import type { RequestIds } from "./request-id.js";
 import { sendHttpError, sendJson } from "./respond.js";
 import type { SessionStore } from "./sessions.js";
@@ -54,7 +54,15 @@ export class McpEndpoint {
     const notes: DispatchNotes = { method: req.method ?? "?", tool: null, outcome: "ok", errorCode: null };
     let admitted: Admitted | undefined;
     let release: Release | undefined;
+    // Room for this request's audit event, taken before any work: no room → 503, never a lost event.
+    const reserved = d.audit.reserve();
+    const identified: Identified = {};
     try {
+      if (!reserved) {
+        throw new TenantryError("service_unavailable", "the audit log is behind; retry shortly", {
+          details: { headers: { "Retry-After": "1" } },
+        });
+      }
       if (req.method === "GET" || (req.method === "DELETE" && !d.sessions)) {
         // No server-initiated SSE stream is offered; stateless servers have no session to delete.
         notes.method = `HTTP ${req.method}`;
@@ -82,7 +90,7 @@ export class McpEndpoint {
         throw new TenantryError("bad_request", `unsupported MCP-Protocol-Version ${version.slice(0, 40)}`);
       }
 
-      admitted = await d.pipeline.admit(req);
+      admitted = await d.pipeline.admit(req, identified);
       const rateHeaders = await this.#limit(admitted);
       release = this.#acquire(admitted.scope);
 
@@ -109,7 +117,7 @@ export class McpEndpoint {
       }
     } finally {
       release?.();
-      this.#record(admitted?.scope, notes, started, requestId, res.statusCode);
+      this.#record(admitted?.scope ?? identified.scope, notes, started, requestId, res.statusCode, reserved);
     }
   }
 
@@ -209,6 +217,7 @@ export class McpEndpoint {
     started: number,
     requestId: string,
     status: number,
+    reserved: boolean,
   ) {
     const d = this.#d;
     const latencyMs = performance.now() - started;
@@ -230,9 +239,10 @@ export class McpEndpoint {
       details: null,
     };
     try {
-      d.audit.enqueue(event);
-    } catch (error) {
-      d.log.error({ err: error, request_id: requestId }, "audit queue full");
+      d.audit.enqueue(event, { reserved });
+    } catch {
+      // Only a request already refused with 503 (audit queue full) gets here: it did no work.
+      d.log.warn({ request_id: requestId }, "audit queue full: a refused request was not recorded");
     }
   }
 }

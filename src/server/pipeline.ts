@@ -1,9 +1,10 @@
 import type { IncomingMessage } from "node:http";
+import { IMPERSONATION_HEADER, type ImpersonationResolver } from "../admin/impersonation.js";
 import type { TokenVerifier, VerifiedToken } from "../auth/verifier.js";
 import type { ResolvedAuth } from "../config/resolve.js";
 import { TenantryError } from "../errors.js";
 import { admit } from "../tenancy/admission.js";
-import type { TenantScope } from "../tenancy/context.js";
+import type { TenantContext, TenantScope } from "../tenancy/context.js";
 import { identify } from "../tenancy/identify.js";
 import type { TenantRegistry } from "../tenancy/registry.js";
 import type { TenantRecord } from "../tenancy/tenant.js";
@@ -34,27 +35,50 @@ export function bearerToken(header: string | undefined): string {
   return token;
 }
 
+/** Who the request turned out to be, filled in as soon as it is known (for the audit of denials). */
+export interface Identified {
+  scope?: TenantScope;
+}
+
 /**
- * authenticate → identify → admit. Each stage only passes forward what the next needs, and a
- * stage that cannot decide denies: a registry that cannot be read fails the request (503), it
- * never lets the request through.
+ * authenticate → identify → (impersonate) → admit. Each stage only passes forward what the next
+ * needs, and a stage that cannot decide denies: a registry that cannot be read fails the request
+ * (503), it never lets the request through.
+ *
+ * Impersonation: a global admin's request carrying `X-Tenantry-Impersonate: <grant>` acts as the
+ * grant's tenant, as user `admin:<adminId>` with `impersonation` set, and is admitted like any
+ * request of that tenant. An unknown, expired or foreign grant, or the header on any other token,
+ * is 403 `forbidden`.
  */
 export class AdmissionPipeline {
   readonly #auth: ResolvedAuth;
   readonly #verifier: TokenVerifier;
   readonly #registry: TenantRegistry;
+  readonly #impersonations: ImpersonationResolver | undefined;
 
-  constructor(auth: ResolvedAuth, verifier: TokenVerifier, registry: TenantRegistry) {
+  constructor(
+    auth: ResolvedAuth,
+    verifier: TokenVerifier,
+    registry: TenantRegistry,
+    impersonations?: ImpersonationResolver,
+  ) {
     this.#auth = auth;
     this.#verifier = verifier;
     this.#registry = registry;
+    this.#impersonations = impersonations;
   }
 
-  async admit(req: IncomingMessage): Promise<Admitted> {
+  async admit(req: IncomingMessage, identified: Identified = {}): Promise<Admitted> {
     const token = this.#auth.enabled
       ? await this.#verifier.verify(bearerToken(req.headers.authorization))
       : ANONYMOUS;
-    const scope = identify(token, this.#auth);
+    let scope = identify(token, this.#auth);
+    identified.scope = scope;
+    const grant = req.headers[IMPERSONATION_HEADER];
+    if (grant !== undefined) {
+      scope = await this.#impersonate(scope, grant);
+      identified.scope = scope;
+    }
     if (scope.kind === "global") return { scope, record: undefined };
     const id = scope.tenant.tenantId;
     let record: TenantRecord | undefined;
@@ -64,5 +88,30 @@ export class AdmissionPipeline {
       throw new TenantryError("service_unavailable", "the tenant registry is unavailable", { cause: error });
     }
     return { scope, record: admit(id, record) };
+  }
+
+  async #impersonate(scope: TenantScope, grant: string | string[]): Promise<TenantScope> {
+    if (scope.kind !== "global" || !this.#impersonations) {
+      throw new TenantryError("forbidden", "only a global admin can impersonate a tenant");
+    }
+    if (typeof grant !== "string") throw new TenantryError("forbidden", "one impersonation grant at most");
+    const active = await this.#impersonations.resolve(grant, {
+      adminId: scope.adminId,
+      issuer: scope.issuer,
+    });
+    const tenant: TenantContext = Object.freeze({
+      tenantId: active.tenantId,
+      tenantName: undefined,
+      userId: `admin:${scope.adminId}`,
+      // The admin acts as a user of the tenant: its own scopes, minus the one that makes it global.
+      scopes: Object.freeze(scope.scopes.filter((s) => s !== this.#auth.adminScope)),
+      issuer: scope.issuer,
+      impersonation: Object.freeze({
+        adminId: scope.adminId,
+        reason: active.reason,
+        expiresAt: active.expiresAt,
+      }),
+    });
+    return Object.freeze({ kind: "tenant", tenant });
   }
 }

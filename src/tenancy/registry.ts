@@ -79,15 +79,16 @@ export class TenantRegistry {
     const pending = this.#loading.get(tenantId);
     if (pending) return pending;
     const generation = this.#generation;
-    const load = this.store.get(tenantId).then(
+    const load: Promise<TenantRecord | undefined> = this.store.get(tenantId).then(
       (record) => {
-        this.#loading.delete(tenantId);
+        // An invalidation may have replaced this load with a newer one: leave that one in place.
+        if (this.#loading.get(tenantId) === load) this.#loading.delete(tenantId);
         // An invalidation that raced this read wins: don't cache a possibly stale record.
         if (generation === this.#generation) this.#put(tenantId, record);
         return record;
       },
       (error: unknown) => {
-        this.#loading.delete(tenantId);
+        if (this.#loading.get(tenantId) === load) this.#loading.delete(tenantId);
         throw error;
       },
     );

@@ -26,6 +26,12 @@ describe("readClaim", () => {
     expect(readClaim(claims, "list.1")).toBe("b");
   });
 
+  it("never resolves a namespaced URL claim through nested objects (attack)", () => {
+    // A user-editable nested object must not be able to pose as the IdP's namespaced claim.
+    const forged = { "https://example": { "com/org": "victim" } };
+    expect(readClaim(forged, "https://example.com/org")).toBeUndefined();
+  });
+
   it("prefers an exact key over a path", () => {
     expect(readClaim(claims, "org.id")).toBe("exact-wins");
   });

@@ -1,0 +1,73 @@
+// (c) Tenantry with the full pipeline, and (d) the same with a tool doing one tenant-scoped query.
+// argv[2]: "echo" | "db". Database: BENCH_PG_URL / BENCH_PG_ADMIN_URL, else embedded PGlite.
+import { mkdtemp } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { z } from "zod";
+import { defineTool, parseConfig, TenantryApp } from "../../dist/index.js";
+import { startTestIssuer } from "../../dist/testing/index.js";
+
+const mode = process.argv[2] ?? "echo";
+const tenants = Number(process.env.BENCH_TENANTS ?? 10);
+const dir = await mkdtemp(join(tmpdir(), "tenantry-bench-"));
+const idp = await startTestIssuer();
+const audience = "https://bench.tenantry.test/mcp";
+const pg = process.env.BENCH_PG_URL
+  ? { url: process.env.BENCH_PG_URL, admin_url: process.env.BENCH_PG_ADMIN_URL, pool_size: 10 }
+  : {};
+const config = parseConfig(
+  {
+    server: { host: "127.0.0.1", port: 0, base_url: "https://bench.tenantry.test" },
+    auth: { provider: "auth0", issuer: `${idp.issuer}/`, audience, jwks_uri: idp.jwksUri },
+    database: { data_dir: join(dir, "data"), ...pg },
+    storage: { root: join(dir, "objects") },
+    rate_limit: { backend: process.env.BENCH_REDIS_URL ? "redis" : "memory", redis_url: process.env.BENCH_REDIS_URL ?? "redis://127.0.0.1:6379", max_in_flight_per_tenant: 0 },
+    audit: { sink: process.env.BENCH_AUDIT ?? "database", path: join(dir, "audit.jsonl") },
+  },
+  "bench",
+  {},
+);
+const app = new TenantryApp(config, { logger: false, memoryDatabase: !pg.url, controlFile: false });
+app.tool(
+  defineTool({
+    name: "echo",
+    description: "echo",
+    input: z.object({ text: z.string() }),
+    run: (input) => ({ echo: input.text }),
+  }),
+);
+app.tool(
+  defineTool({
+    name: "items",
+    description: "one tenant-scoped query",
+    input: z.object({ text: z.string() }),
+    async run(_input, ctx) {
+      const { rows } = await ctx.db.query("SELECT id, title FROM bench_items ORDER BY id LIMIT 5");
+      return { rows };
+    },
+  }),
+);
+app.migrations([
+  {
+    version: 1,
+    name: "bench_items",
+    tenantTables: ["bench_items"],
+    sql: "CREATE TABLE IF NOT EXISTS bench_items (id bigserial PRIMARY KEY, title text NOT NULL)",
+  },
+]);
+const { port } = await app.listen({ port: 0, host: "127.0.0.1" });
+const tokens = [];
+for (let i = 0; i < tenants; i++) {
+  const id = `bench-${i}`;
+  await app.tenants.create({ id: "bench" }, { id, name: id, rateLimit: 1_000_000_000 });
+  const tx = app.isolation.open(await app.tenants.show(id));
+  await tx.query("INSERT INTO bench_items (title) SELECT 'item ' || g FROM generate_series(1, 20) g");
+  await tx.finish(true);
+  tokens.push(await idp.auth0Token({ orgId: id, audience, sub: `auth0|user-${i}` }));
+}
+process.send?.({ port, tokens, tool: mode === "db" ? "items" : "echo" });
+process.on("SIGTERM", async () => {
+  await app.close();
+  await idp.close();
+  process.exit(0);
+});

@@ -1,0 +1,65 @@
+import type { Actor } from "../admin/tenant-service.js";
+import type { TenantryConfig } from "../config/resolve.js";
+import { ERROR_CODES, type ErrorCode, TenantryError } from "../errors.js";
+import { TenantryApp } from "../server/app.js";
+import { readControlFile } from "../server/control-file.js";
+
+/**
+ * How CLI commands reach the registry. With the embedded database, only one process may open it:
+ * if a server is running on it, commands go through that server's `/admin/api` with the control
+ * secret it wrote; otherwise they open it directly. With PostgreSQL they always open it directly.
+ */
+export type AdminAccess =
+  | { mode: "remote"; call: (method: string, path: string, body?: unknown) => Promise<unknown> }
+  | { mode: "direct"; app: TenantryApp; actor: Actor };
+
+export async function withAdminAccess<T>(
+  config: TenantryConfig,
+  fn: (access: AdminAccess) => Promise<T>,
+): Promise<T> {
+  if (!config.database.url) {
+    const control = await readControlFile(config.database.data_dir);
+    if (control) {
+      const call = async (method: string, path: string, body?: unknown): Promise<unknown> => {
+        let res: Response;
+        try {
+          res = await fetch(`${control.url}/admin/api${path}`, {
+            method,
+            headers: {
+              Authorization: `Tenantry-Control ${control.secret}`,
+              ...(body !== undefined ? { "Content-Type": "application/json" } : {}),
+            },
+            ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
+          });
+        } catch (error) {
+          throw new TenantryError(
+            "backend_unavailable",
+            `the running server at ${control.url} did not answer`,
+            {
+              cause: error,
+            },
+          );
+        }
+        const payload = (await res.json().catch(() => ({}))) as Record<string, unknown>;
+        if (!res.ok) {
+          const code = (
+            typeof payload.error === "string" && payload.error in ERROR_CODES ? payload.error : "internal"
+          ) as ErrorCode;
+          throw new TenantryError(
+            code,
+            typeof payload.message === "string" ? payload.message : `HTTP ${res.status}`,
+          );
+        }
+        return payload;
+      };
+      return fn({ mode: "remote", call });
+    }
+  }
+  const app = new TenantryApp(config, { logger: false, controlFile: false });
+  try {
+    await app.start();
+    return await fn({ mode: "direct", app, actor: { id: "cli" } });
+  } finally {
+    await app.close();
+  }
+}

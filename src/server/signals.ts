@@ -1,0 +1,23 @@
+import type { TenantryApp } from "./app.js";
+
+/**
+ * SIGTERM / SIGINT: stop accepting requests, let those in flight finish, flush the audit queue,
+ * close databases — then exit. A second signal exits at once.
+ */
+export function installSignalHandlers(app: TenantryApp, onExit: (code: number) => void = process.exit): void {
+  let closing = false;
+  const stop = (signal: NodeJS.Signals) => {
+    if (closing) return onExit(130);
+    closing = true;
+    app.log.info({ signal }, "shutting down: draining requests and flushing the audit log");
+    app.close().then(
+      () => onExit(0),
+      (error: unknown) => {
+        app.log.error({ err: error }, "shutdown failed");
+        onExit(1);
+      },
+    );
+  };
+  process.on("SIGTERM", stop);
+  process.on("SIGINT", stop);
+}

@@ -1,0 +1,106 @@
+import { describe, expect, it } from "vitest";
+import type { Database, QueryResult, Row } from "../../src/db/database.js";
+import { TenantRegistry } from "../../src/tenancy/registry.js";
+
+/*
+ * The registry cache in front of the store: invalidation (what a NOTIFY triggers) must win over
+ * reads that were already under way, so a change is seen on the next request, and concurrent
+ * misses share one read.
+ */
+
+interface PendingRead {
+  id: string;
+  resolve(allowedTools: string[]): void;
+}
+
+function fakeDatabase() {
+  const reads: PendingRead[] = [];
+  const db = {
+    kind: "postgres",
+    query<R extends Row>(_text: string, params: readonly unknown[] = []): Promise<QueryResult<R>> {
+      const id = String(params[0]);
+      return new Promise((resolve) => {
+        reads.push({
+          id,
+          resolve: (allowedTools) => {
+            const now = new Date();
+            const row = {
+              id,
+              key: "1",
+              name: id,
+              status: "active",
+              expires_at: null,
+              rate_limit: null,
+              allowed_tools: allowedTools,
+              feature_flags: {},
+              provisioning_step: null,
+              archive_path: null,
+              purge_after: null,
+              created_at: now,
+              updated_at: now,
+            };
+            resolve({ rows: [row as unknown as R], rowCount: 1 });
+          },
+        });
+      });
+    },
+  } as unknown as Database;
+  return { db, reads };
+}
+
+const tools = async (value: ReturnType<TenantRegistry["get"]>) => (await value)?.config.allowedTools;
+
+describe("TenantRegistry cache", () => {
+  it("concurrent misses share one read, and a hit needs none", async () => {
+    const { db, reads } = fakeDatabase();
+    const registry = new TenantRegistry(db, { ttlMs: 60_000 });
+    const a = registry.get("acme");
+    const b = registry.get("acme");
+    expect(reads).toHaveLength(1);
+    reads[0]!.resolve(["x"]);
+    expect(await tools(a)).toEqual(["x"]);
+    expect(await tools(b)).toEqual(["x"]);
+    expect(await tools(registry.get("acme"))).toEqual(["x"]);
+    expect(reads).toHaveLength(1);
+  });
+
+  it("an invalidation during a read: the stale result is not cached, and the newer read stays shared", async () => {
+    const { db, reads } = fakeDatabase();
+    const registry = new TenantRegistry(db, { ttlMs: 60_000 });
+    const stale = registry.get("acme"); // read 0 started before the change
+    registry.invalidate("acme"); // the NOTIFY of the change arrives
+    const fresh = registry.get("acme"); // read 1
+    expect(reads).toHaveLength(2);
+    reads[0]!.resolve(["old"]);
+    expect(await tools(stale)).toEqual(["old"]);
+    // Read 0 finishing must not drop read 1 from the in-flight map: this get joins it.
+    const joined = registry.get("acme");
+    expect(reads).toHaveLength(2);
+    reads[1]!.resolve(["new"]);
+    expect(await tools(fresh)).toEqual(["new"]);
+    expect(await tools(joined)).toEqual(["new"]);
+    expect(await tools(registry.get("acme"))).toEqual(["new"]);
+    expect(reads).toHaveLength(2);
+  });
+
+  it("invalidate() without an id drops every entry; the TTL bounds staleness if a notification is lost", async () => {
+    let now = 0;
+    const { db, reads } = fakeDatabase();
+    const registry = new TenantRegistry(db, { ttlMs: 1000, now: () => now });
+    const first = registry.get("acme");
+    reads[0]!.resolve(["a"]);
+    await first;
+    registry.invalidate();
+    const second = registry.get("acme");
+    expect(reads).toHaveLength(2);
+    reads[1]!.resolve(["b"]);
+    expect(await tools(second)).toEqual(["b"]);
+    now = 999;
+    expect(await tools(registry.get("acme"))).toEqual(["b"]);
+    now = 1001;
+    const third = registry.get("acme");
+    expect(reads).toHaveLength(3);
+    reads[2]!.resolve(["c"]);
+    expect(await tools(third)).toEqual(["c"]);
+  });
+});

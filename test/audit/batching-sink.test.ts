@@ -1,0 +1,121 @@
+import { describe, expect, it } from "vitest";
+import type { AuditEvent } from "../../src/audit/audit-event.js";
+import { BatchingAuditSink } from "../../src/audit/batching-sink.js";
+
+const event = (n: number): AuditEvent => ({
+  at: new Date(0).toISOString(),
+  kind: "request",
+  tenantId: `t${n}`,
+  userId: "u",
+  impersonatedBy: null,
+  action: "tools/call",
+  tool: null,
+  outcome: "ok",
+  errorCode: null,
+  latencyMs: 1,
+  requestId: `r${n}`,
+  replica: "test",
+  details: null,
+});
+
+function recorder(options: { fail?: () => boolean; delayMs?: number } = {}) {
+  const written: AuditEvent[][] = [];
+  const write = async (batch: readonly AuditEvent[]) => {
+    if (options.delayMs) await new Promise((r) => setTimeout(r, options.delayMs));
+    if (options.fail?.()) throw new Error("sink down");
+    written.push([...batch]);
+  };
+  return { written, write, all: () => written.flat().map((e) => e.requestId) };
+}
+
+describe("BatchingAuditSink", () => {
+  it("writes batches in order, off the caller's path", async () => {
+    const r = recorder();
+    const sink = new BatchingAuditSink(r.write, { queueSize: 100, batchSize: 3, flushIntervalMs: 10_000 });
+    for (let i = 0; i < 7; i++) sink.enqueue(event(i));
+    expect(r.written.length).toBeLessThanOrEqual(1); // nothing awaited yet
+    await sink.flush();
+    expect(r.all()).toEqual(["r0", "r1", "r2", "r3", "r4", "r5", "r6"]);
+    expect(r.written.every((b) => b.length <= 3)).toBe(true);
+    expect(sink.pending).toBe(0);
+  });
+
+  it("flushes on its timer when fewer than a batch are queued", async () => {
+    const r = recorder();
+    const sink = new BatchingAuditSink(r.write, { queueSize: 100, batchSize: 50, flushIntervalMs: 10 });
+    sink.enqueue(event(1));
+    await new Promise((resolve) => setTimeout(resolve, 60));
+    expect(r.all()).toEqual(["r1"]);
+  });
+
+  it("reserves room before the work, refuses when full, and a reserved slot never fails", async () => {
+    const r = recorder({ delayMs: 5 });
+    const sink = new BatchingAuditSink(r.write, { queueSize: 2, batchSize: 100, flushIntervalMs: 10_000 });
+    expect(sink.reserve()).toBe(true);
+    expect(sink.reserve()).toBe(true);
+    expect(sink.full).toBe(true);
+    expect(sink.reserve()).toBe(false);
+    // Unreserved events are refused too: reservations count against the bound.
+    expect(() => sink.enqueue(event(9))).toThrow(expect.objectContaining({ code: "service_unavailable" }));
+    sink.enqueue(event(1), { reserved: true });
+    sink.enqueue(event(2), { reserved: true });
+    expect(sink.pending).toBe(2);
+    expect(sink.reserve()).toBe(false);
+    await sink.flush();
+    expect(sink.full).toBe(false);
+    expect(sink.reserve()).toBe(true);
+    expect(r.all()).toEqual(["r1", "r2"]);
+  });
+
+  it("keeps a failed batch at the head and retries it, in order", async () => {
+    let down = true;
+    const errors: unknown[] = [];
+    const r = recorder({ fail: () => down });
+    const sink = new BatchingAuditSink(r.write, {
+      queueSize: 100,
+      batchSize: 2,
+      flushIntervalMs: 5,
+      maxRetryDelayMs: 20,
+      onError: (e) => errors.push(e),
+    });
+    for (let i = 0; i < 5; i++) sink.enqueue(event(i));
+    await expect(sink.flush()).rejects.toThrow("sink down");
+    expect(sink.pending).toBe(5);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    expect(errors.length).toBeGreaterThan(0);
+    down = false;
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    expect(r.all()).toEqual(["r0", "r1", "r2", "r3", "r4"]);
+    expect(sink.pending).toBe(0);
+    await sink.close();
+  });
+
+  it("close() flushes everything queued, including events queued while closing", async () => {
+    const r = recorder({ delayMs: 2 });
+    const sink = new BatchingAuditSink(r.write, { queueSize: 1000, batchSize: 10, flushIntervalMs: 10_000 });
+    for (let i = 0; i < 25; i++) sink.enqueue(event(i));
+    const closing = sink.close();
+    sink.enqueue(event(99));
+    await closing;
+    expect(r.all()).toHaveLength(26);
+    expect(new Set(r.all()).size).toBe(26);
+  });
+
+  it("write() is synchronous with the caller and reports failure", async () => {
+    const r = recorder({ fail: () => true });
+    const sink = new BatchingAuditSink(r.write, { queueSize: 1, batchSize: 1, flushIntervalMs: 10 });
+    await expect(sink.write(event(1))).rejects.toThrow("sink down");
+  });
+
+  it("a timer drain that finds the queue empty does not wedge later flushes", async () => {
+    const r = recorder();
+    const sink = new BatchingAuditSink(r.write, { queueSize: 100, batchSize: 50, flushIntervalMs: 5 });
+    sink.enqueue(event(1));
+    await sink.flush(); // empties the queue before the timer fires
+    await new Promise((resolve) => setTimeout(resolve, 30));
+    sink.enqueue(event(2));
+    await sink.flush();
+    expect(r.all()).toEqual(["r1", "r2"]);
+    await sink.close();
+  });
+});

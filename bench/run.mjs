@@ -8,17 +8,29 @@ import { createBenchDatabase } from "./pg-setup.mjs";
 
 const here = (p) => fileURLToPath(new URL(p, import.meta.url));
 const args = new Set(process.argv.slice(2));
+if (args.has("--scale-out")) {
+  await import("./scale-out.mjs");
+  process.exit(0);
+}
 const quick = args.has("--quick");
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 32);
 const DURATION = Number(process.env.BENCH_DURATION ?? (quick ? 3 : 10));
 const WARMUP = quick ? 1 : 3;
 
 const callBody = (tool) =>
-  JSON.stringify({ jsonrpc: "2.0", id: 1, method: "tools/call", params: { name: tool, arguments: { text: "hello" } } });
+  JSON.stringify({
+    jsonrpc: "2.0",
+    id: 1,
+    method: "tools/call",
+    params: { name: tool, arguments: { text: "hello" } },
+  });
 
 function startServer(script, argv = [], env = {}) {
   return new Promise((resolve, reject) => {
-    const child = fork(here(script), argv, { env: { ...process.env, ...env }, stdio: ["ignore", "ignore", "inherit", "ipc"] });
+    const child = fork(here(script), argv, {
+      env: { ...process.env, ...env },
+      stdio: ["ignore", "ignore", "inherit", "ipc"],
+    });
     child.once("message", (info) => resolve({ child, ...info }));
     child.once("exit", (code) => reject(new Error(`${script} exited with ${code}`)));
   });
@@ -50,7 +62,9 @@ async function measure(label, script, argv, env, makeRequests) {
   const server = await startServer(script, argv, env);
   try {
     const result = await load({ url: `http://127.0.0.1:${server.port}/mcp`, requests: makeRequests(server) });
-    process.stderr.write(`  ${label}: ${Math.round(result.rps)} req/s (errors ${result.errors}, non-2xx ${result.non2xx})\n`);
+    process.stderr.write(
+      `  ${label}: ${Math.round(result.rps)} req/s (errors ${result.errors}, non-2xx ${result.non2xx})\n`,
+    );
     return result;
   } finally {
     await stop(server);
@@ -58,6 +72,8 @@ async function measure(label, script, argv, env, makeRequests) {
 }
 
 const rows = [];
+const fmt = (n, digits = 0) =>
+  n.toLocaleString("en-US", { maximumFractionDigits: digits, minimumFractionDigits: digits });
 const db = await createBenchDatabase();
 const pgEnv = db ? { BENCH_PG_URL: db.url, BENCH_PG_ADMIN_URL: db.adminUrl } : {};
 process.stderr.write(
@@ -71,9 +87,17 @@ try {
     { method: "POST", headers: mcpHeaders, body: callBody("echo") },
   ]);
   const tenantRequests = (s) =>
-    s.tokens.map((t) => ({ method: "POST", headers: { ...mcpHeaders, authorization: `Bearer ${t}` }, body: callBody(s.tool) }));
+    s.tokens.map((t) => ({
+      method: "POST",
+      headers: { ...mcpHeaders, authorization: `Bearer ${t}` },
+      body: callBody(s.tool),
+    }));
   const c = await measure("c tenantry", "./servers/tenantry.mjs", ["echo"], pgEnv, tenantRequests);
-  rows.push(["a  bare node:http JSON-RPC", a], ["b  official SDK, stateless", b], ["c  Tenantry, full pipeline", c]);
+  rows.push(
+    ["a  bare node:http JSON-RPC", a],
+    ["b  official SDK, stateless", b],
+    ["c  Tenantry, full pipeline", c],
+  );
   let d;
   let dPlain;
   if (db) {
@@ -88,10 +112,10 @@ try {
     rows.push(["d  Tenantry + tenant-scoped query", d], ["d' same query, no tenancy", dPlain]);
   }
 
-  const fmt = (n, digits = 0) => n.toLocaleString("en-US", { maximumFractionDigits: digits, minimumFractionDigits: digits });
   console.log("\n| server | req/s | p50 ms | p99 ms | errors |");
   console.log("|---|---:|---:|---:|---:|");
-  for (const [name, r] of rows) console.log(`| ${name} | ${fmt(r.rps)} | ${fmt(r.p50, 2)} | ${fmt(r.p99, 2)} | ${r.errors + r.non2xx} |`);
+  for (const [name, r] of rows)
+    console.log(`| ${name} | ${fmt(r.rps)} | ${fmt(r.p50, 2)} | ${fmt(r.p99, 2)} | ${r.errors + r.non2xx} |`);
   const ratio = (x, y) => (y > 0 ? x / y : Number.NaN);
   console.log("\n| ratio | value | target |");
   console.log("|---|---:|---|");
@@ -99,6 +123,22 @@ try {
   console.log(`| c/a throughput | ${fmt(ratio(c.rps, a.rps) * 100, 1)} % | ≥ 50 % |`);
   console.log(`| p99 c / p99 a | ${fmt(ratio(c.p99, a.p99), 2)}× | ≤ 2× |`);
   if (d && dPlain) console.log(`| d/d' throughput | ${fmt(ratio(d.rps, dPlain.rps) * 100, 1)} % | ≥ 90 % |`);
+
+  const tenantCosts = await new Promise((resolve, reject) => {
+    const child = fork(here("./tenants.mjs"), [], {
+      execArgv: ["--expose-gc"],
+      stdio: ["ignore", "ignore", "inherit", "ipc"],
+    });
+    child.once("message", resolve);
+    child.once("exit", (code) => code && reject(new Error(`tenants bench exited with ${code}`)));
+  });
+  console.log("\n| per-tenant cost | value | target |");
+  console.log("|---|---:|---|");
+  console.log(
+    `| registry cache + limiter memory per idle tenant (${tenantCosts.mem.cached.toLocaleString("en-US")} tenants) | ${fmt(tenantCosts.mem.perTenant)} B | ≤ 1024 B |`,
+  );
+  console.log(`| provisioning, row_level_security | ${fmt(tenantCosts.rls, 2)} ms/tenant | ≤ 10 ms |`);
+  console.log(`| provisioning, schema_per_tenant | ${fmt(tenantCosts.schema, 2)} ms/tenant | reported |`);
 } finally {
   await db?.drop();
 }

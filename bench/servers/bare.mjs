@@ -7,7 +7,11 @@ const server = createServer((req, res) => {
   req.on("end", () => {
     const msg = JSON.parse(Buffer.concat(chunks).toString("utf8"));
     const text = JSON.stringify({ echo: msg.params?.arguments?.text ?? "" });
-    const body = JSON.stringify({ jsonrpc: "2.0", id: msg.id, result: { content: [{ type: "text", text }] } });
+    const body = JSON.stringify({
+      jsonrpc: "2.0",
+      id: msg.id,
+      result: { content: [{ type: "text", text }] },
+    });
     res.writeHead(200, { "Content-Type": "application/json", "Content-Length": Buffer.byteLength(body) });
     res.end(body);
   });

@@ -14,7 +14,11 @@ const server = createServer((req, res) => {
       [tenant],
     );
     const text = JSON.stringify({ rows });
-    const body = JSON.stringify({ jsonrpc: "2.0", id: msg.id, result: { content: [{ type: "text", text }], structuredContent: { rows } } });
+    const body = JSON.stringify({
+      jsonrpc: "2.0",
+      id: msg.id,
+      result: { content: [{ type: "text", text }], structuredContent: { rows } },
+    });
     res.writeHead(200, { "Content-Type": "application/json", "Content-Length": Buffer.byteLength(body) });
     res.end(body);
   });

@@ -6,9 +6,13 @@ import { z } from "zod";
 
 function getServer() {
   const server = new McpServer({ name: "bench-sdk", version: "1.0.0" });
-  server.registerTool("echo", { description: "echo", inputSchema: { text: z.string() } }, async ({ text }) => ({
-    content: [{ type: "text", text: JSON.stringify({ echo: text }) }],
-  }));
+  server.registerTool(
+    "echo",
+    { description: "echo", inputSchema: { text: z.string() } },
+    async ({ text }) => ({
+      content: [{ type: "text", text: JSON.stringify({ echo: text }) }],
+    }),
+  );
   return server;
 }
 

@@ -10,7 +10,9 @@ import { startTestIssuer } from "../../dist/testing/index.js";
 const mode = process.argv[2] ?? "echo";
 const tenants = Number(process.env.BENCH_TENANTS ?? 10);
 const dir = await mkdtemp(join(tmpdir(), "tenantry-bench-"));
-const idp = await startTestIssuer();
+// Replicas share one issuer (started by the orchestrator); a lone server starts its own.
+const shared = process.env.BENCH_ISSUER ? JSON.parse(process.env.BENCH_ISSUER) : undefined;
+const idp = shared ?? (await startTestIssuer());
 const audience = "https://bench.tenantry.test/mcp";
 const pg = process.env.BENCH_PG_URL
   ? { url: process.env.BENCH_PG_URL, admin_url: process.env.BENCH_PG_ADMIN_URL, pool_size: 10 }
@@ -19,9 +21,15 @@ const config = parseConfig(
   {
     server: { host: "127.0.0.1", port: 0, base_url: "https://bench.tenantry.test" },
     auth: { provider: "auth0", issuer: `${idp.issuer}/`, audience, jwks_uri: idp.jwksUri },
+    // (a shared issuer passes { issuer, jwksUri } through the environment)
     database: { data_dir: join(dir, "data"), ...pg },
     storage: { root: join(dir, "objects") },
-    rate_limit: { backend: process.env.BENCH_REDIS_URL ? "redis" : "memory", redis_url: process.env.BENCH_REDIS_URL ?? "redis://127.0.0.1:6379", max_in_flight_per_tenant: 0 },
+    rate_limit: {
+      backend: process.env.BENCH_REDIS_URL ? "redis" : "memory",
+      redis_url: process.env.BENCH_REDIS_URL ?? "redis://127.0.0.1:6379",
+      key_prefix: process.env.BENCH_RL_PREFIX ?? "tenantry:bench",
+      max_in_flight_per_tenant: 0,
+    },
     audit: { sink: process.env.BENCH_AUDIT ?? "database", path: join(dir, "audit.jsonl") },
   },
   "bench",
@@ -56,18 +64,35 @@ app.migrations([
   },
 ]);
 const { port } = await app.listen({ port: 0, host: "127.0.0.1" });
+// Several replicas may share one database: the first provisions, the others find the tenants there.
+async function ensureTenant(id, rateLimit, seed) {
+  try {
+    await app.tenants.create({ id: "bench" }, { id, name: id, rateLimit });
+  } catch (error) {
+    if (error.code === "tenant_exists") return;
+    throw error;
+  }
+  if (seed) {
+    const tx = app.isolation.open(await app.tenants.show(id));
+    await tx.query("INSERT INTO bench_items (title) SELECT 'item ' || g FROM generate_series(1, 20) g");
+    await tx.finish(true);
+  }
+}
 const tokens = [];
 for (let i = 0; i < tenants; i++) {
   const id = `bench-${i}`;
-  await app.tenants.create({ id: "bench" }, { id, name: id, rateLimit: 1_000_000_000 });
-  const tx = app.isolation.open(await app.tenants.show(id));
-  await tx.query("INSERT INTO bench_items (title) SELECT 'item ' || g FROM generate_series(1, 20) g");
-  await tx.finish(true);
-  tokens.push(await idp.auth0Token({ orgId: id, audience, sub: `auth0|user-${i}` }));
+  await ensureTenant(id, 1_000_000_000, true);
+  if (!shared) tokens.push(await idp.auth0Token({ orgId: id, audience, sub: `auth0|user-${i}` }));
 }
-process.send?.({ port, tokens, tool: mode === "db" ? "items" : "echo" });
+let limitedToken;
+if (process.env.BENCH_LIMITED) {
+  await ensureTenant("bench-limited", Number(process.env.BENCH_LIMITED), false);
+  if (!shared)
+    limitedToken = await idp.auth0Token({ orgId: "bench-limited", audience, sub: "auth0|limited" });
+}
+process.send?.({ port, tokens, limitedToken, tool: mode === "db" ? "items" : "echo" });
 process.on("SIGTERM", async () => {
   await app.close();
-  await idp.close();
+  if (!shared) await idp.close();
   process.exit(0);
 });

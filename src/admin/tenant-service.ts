@@ -4,7 +4,8 @@ import type { Database } from "../db/database.js";
 import { TenantryError } from "../errors.js";
 import type { DataIsolation } from "../isolation/data-isolation.js";
 import type { ObjectStore } from "../isolation/storage/object-store.js";
-import { markerKey, readArchive, TenantData } from "../isolation/tenant-data.js";
+import { readArchive } from "../isolation/tenant-archive.js";
+import { markerKey, TenantData } from "../isolation/tenant-data.js";
 import type { TenantRegistry } from "../tenancy/registry.js";
 import type { RegistryStore } from "../tenancy/registry-store.js";
 import type { NewTenant, TenantRecord, TenantStatus, TenantUpdate } from "../tenancy/tenant.js";
@@ -103,11 +104,15 @@ export class TenantService {
     if (t.allowedTools?.some((n) => typeof n !== "string" || n.length === 0 || n.length > 128)) {
       throw new TenantryError("invalid_argument", "allowed tools must be tool names");
     }
-    await this.#audit(actor, "tenant.create", t.id, { name: t.name, trial_days: t.trialDays ?? null });
     let record = await this.#store.get(t.id);
     if (record && record.status !== "provisioning") {
       throw new TenantryError("tenant_exists", `tenant ${t.id} already exists (status ${record.status})`);
     }
+    await this.#audit(actor, "tenant.create", t.id, {
+      name: t.name,
+      trial_days: t.trialDays ?? null,
+      ...(record ? { resumed: record.provisioningStep } : {}),
+    });
     record ??= await this.#store.insert(t);
     await hooks.afterStep?.("registered");
     record = await this.#provision(record, hooks);
@@ -277,11 +282,6 @@ export class TenantService {
     const manifest = await readArchive(dir);
     const t = manifest.tenant;
     const id = assertTenantId(t.id);
-    await this.#audit(actor, "tenant.restore", id, {
-      archive_path: dir,
-      tables: manifest.tables.map((x) => ({ name: x.name, rows: x.rows })),
-      objects: manifest.objects.length,
-    });
     let record = await this.#store.get(id);
     if (record && record.status !== "deprovisioned" && record.status !== "provisioning") {
       throw new TenantryError(
@@ -289,6 +289,12 @@ export class TenantService {
         `tenant ${id} exists and is ${record.status}: nothing to restore`,
       );
     }
+    await this.#audit(actor, "tenant.restore", id, {
+      archive_path: dir,
+      tables: manifest.tables.map((x) => ({ name: x.name, rows: x.rows })),
+      objects: manifest.objects.length,
+      ...(record ? { replaces: record.status } : {}),
+    });
     if (record) {
       record = await this.#store.update(id, { status: "provisioning", provisioningStep: "registered" });
       this.#d.registry.invalidate(id);

@@ -3,6 +3,7 @@ import { join } from "node:path";
 import { loadConfig, parseConfig } from "../config/load.js";
 import type { TenantryConfig } from "../config/resolve.js";
 import { TenantryError } from "../errors.js";
+import { readControlFile } from "../server/control-file.js";
 
 /** Options every config-reading command accepts. */
 export interface ConfigOptions {
@@ -38,7 +39,11 @@ export function devConfig(options: { dataDir?: string; port?: number } = {}): Te
 export async function resolveCliConfig(options: ConfigOptions): Promise<TenantryConfig> {
   if (options.config) return loadConfig(options.config);
   if (options.dataDir === undefined && existsSync(DEFAULT_CONFIG)) return loadConfig(DEFAULT_CONFIG);
-  return devConfig(options.dataDir !== undefined ? { dataDir: options.dataDir } : {});
+  const dataDir = options.dataDir ?? DEFAULT_DEV_DIR;
+  // Next to a running `tenantry dev --port P`, take its port: token audiences derive from it.
+  const running = await readControlFile(devConfig({ dataDir }).database.data_dir);
+  const port = running?.baseUrl ? Number(new URL(running.baseUrl).port) || undefined : undefined;
+  return devConfig({ dataDir, ...(port ? { port } : {}) });
 }
 
 /** Parses a positive integer flag, or `invalid_argument` naming the flag. */

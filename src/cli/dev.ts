@@ -61,15 +61,13 @@ export function registerDev(program: Command): void {
       }
       const mcpUrl = `${config.baseUrl}/mcp`;
       const lines = [`\nTenantry dev server: ${mcpUrl}  (listening on ${url})\n`];
+      const tokens = new Map<string, string>();
       for (const tenant of DEMO_TENANTS) {
-        const token = await mintForConfig(config, {
-          tenant: tenant.id,
-          scopes: ["notes:read", "notes:write"],
-          ttl: "24h",
-        });
+        const token = await mintForConfig(config, { tenant: tenant.id, ttl: "24h" });
+        tokens.set(tenant.id, token);
         lines.push(`${tenant.id} token (24 h):\n  ${token}\n`);
       }
-      const acme = await mintForConfig(config, { tenant: "acme", ttl: "24h" });
+      const acme = tokens.get("acme")!;
       lines.push(
         "Client config (paste into an MCP client that speaks Streamable HTTP):",
         JSON.stringify(

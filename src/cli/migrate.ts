@@ -17,7 +17,7 @@ export function registerMigrate(program: Command): void {
       const app = new TenantryApp(config, { logger: false, controlFile: false });
       if (o.demoTools) app.migrations(demoMigrations);
       try {
-        await app.start();
+        await app.start({ safetyCheck: false });
         const report = await app.isolation.migrateAll();
         const failed = report.tenants.filter((t) => !t.ok);
         print(report, o.json, () =>
@@ -28,6 +28,8 @@ export function registerMigrate(program: Command): void {
           ].join("\n"),
         );
         if (failed.length > 0) process.exitCode = 1;
+        // What migrate cannot repair (a superuser runtime role, say) is refused here, exit 1.
+        await app.isolation.checkSafety();
       } finally {
         await app.close();
       }

@@ -111,21 +111,24 @@ async function tableState(
 
 /** Adds (or repairs) `tenant_id text NOT NULL DEFAULT <current tenant>` and an index leading with it. */
 async function ensureTenantColumn(tx: TransactionHandle, rel: string, state: TableState): Promise<void> {
-  const col = await tx.query<{ type: string }>(
-    `SELECT format_type(a.atttypid, a.atttypmod) AS type FROM pg_attribute a
+  const col = await tx.query<{ type: string; notnull: boolean; def: string | null }>(
+    `SELECT format_type(a.atttypid, a.atttypmod) AS type, a.attnotnull AS notnull,
+            pg_get_expr(d.adbin, d.adrelid) AS def
+       FROM pg_attribute a LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
       WHERE a.attrelid = $1 AND a.attname = 'tenant_id' AND NOT a.attisdropped`,
     [state.oid],
   );
-  if (col.rows.length === 0) {
+  const existing = col.rows[0];
+  if (!existing) {
     // On a table that already has rows this fails (the default is NULL outside a tenant
     // transaction): Tenantry cannot guess whose rows they are, and says so.
     await tx.query(`ALTER TABLE ${rel} ADD COLUMN tenant_id text NOT NULL DEFAULT ${CURRENT_TENANT_SQL}`);
-  } else if (col.rows[0]?.type !== "text") {
+  } else if (existing.type !== "text") {
     throw new TenantryError(
       "migration_failed",
-      `${rel}.tenant_id is ${col.rows[0]?.type}; tenant ids are text (case-sensitive IdP values)`,
+      `${rel}.tenant_id is ${existing.type}; tenant ids are text (case-sensitive IdP values)`,
     );
-  } else {
+  } else if (!existing.notnull || !existing.def?.includes("current_setting('app.tenant_id'")) {
     await tx.query(
       `ALTER TABLE ${rel} ALTER COLUMN tenant_id SET DEFAULT ${CURRENT_TENANT_SQL}, ALTER COLUMN tenant_id SET NOT NULL`,
     );

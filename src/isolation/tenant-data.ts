@@ -1,55 +1,28 @@
 import { createHash } from "node:crypto";
 import { createReadStream } from "node:fs";
-import { mkdir, open, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
+import { mkdir, open, readFile, rename, rm, writeFile } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { createInterface } from "node:readline";
 import type { Database, Queryable } from "../db/database.js";
 import { TenantryError } from "../errors.js";
 import { type TenantRecord, tenantToJson } from "../tenancy/tenant.js";
-import { isValidTenantId } from "../tenancy/tenant-id.js";
 import type { DataIsolation } from "./data-isolation.js";
 import { schemaScope } from "./migrations.js";
 import { quoteIdent, schemaNameForKey, storagePrefixForKey } from "./names.js";
-import { validateStorageKey } from "./storage/keys.js";
 import type { ObjectStore } from "./storage/object-store.js";
-import type { IsolationName } from "./strategy.js";
+import { usesSchemas } from "./strategy.js";
+import {
+  ARCHIVE_FORMAT,
+  type ArchivedObject,
+  type ArchivedTable,
+  type ArchiveManifest,
+  MANIFEST_FILE,
+} from "./tenant-archive.js";
+import { insertableColumns, type TableRef, tenantTables } from "./tenant-tables.js";
 
 /** The storage marker written at provisioning, outside every tenant's visible prefix. */
 export function markerKey(tenantKey: string): string {
   return `_tenantry/markers/${tenantKey}.json`;
-}
-
-export const ARCHIVE_FORMAT = 1;
-export const MANIFEST_FILE = "manifest.json";
-
-/** One table's rows in an archive: `file` holds one JSON object per line (`to_jsonb(row)`). */
-export interface ArchivedTable {
-  readonly name: string;
-  readonly file: string;
-  readonly rows: number;
-  /** Columns as they were (generated columns excluded): what restore inserts. */
-  readonly columns: readonly string[];
-  readonly bytes: number;
-  readonly sha256: string;
-}
-
-/** One object: `key` is tenant-relative (no `t/<key>/` prefix), its bytes are in `file`. */
-export interface ArchivedObject {
-  readonly key: string;
-  readonly file: string;
-  readonly bytes: number;
-  readonly sha256: string;
-}
-
-/** `manifest.json`: what an archive holds, with a sha256 of every other file in it. */
-export interface ArchiveManifest {
-  readonly format: typeof ARCHIVE_FORMAT;
-  readonly created_at: string;
-  readonly strategy: IsolationName;
-  /** The registry record at archive time (`tenantToJson`). */
-  readonly tenant: Record<string, unknown> & { id: string; name: string };
-  readonly tables: readonly ArchivedTable[];
-  readonly objects: readonly ArchivedObject[];
 }
 
 export interface TenantDataDeps {
@@ -59,17 +32,8 @@ export interface TenantDataDeps {
   objects: ObjectStore;
 }
 
-interface TableRef {
-  readonly oid: number;
-  readonly schema: string;
-  readonly name: string;
-  readonly qualified: string;
-}
-
 const FETCH_ROWS = 500;
 const INSERT_BATCH_BYTES = 4 * 1024 * 1024;
-const TABLE_FILE = /^rows\/\d{4}[A-Za-z0-9_-]*\.jsonl$/;
-const OBJECT_FILE = /^objects\/\d{6,}$/;
 const BIND = "SELECT set_config('app.tenant_id', $1, true)";
 
 const sha256 = (bytes: Uint8Array | string) => createHash("sha256").update(bytes).digest("hex");
@@ -92,7 +56,7 @@ export class TenantData {
   }
 
   get #perSchema(): boolean {
-    return this.#d.isolation.strategy === "schema_per_tenant";
+    return usesSchemas(this.#d.isolation.strategy);
   }
 
   /**
@@ -137,9 +101,9 @@ export class TenantData {
       await tx.query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY");
       await tx.query(BIND, [record.id]);
       const out: ArchivedTable[] = [];
-      const tables = await this.#tables(tx, record);
+      const tables = await tenantTables(tx, this.#d.isolation, record);
       for (const [i, table] of tables.entries()) {
-        const columns = await this.#columns(tx, table);
+        const columns = await insertableColumns(tx, table);
         const file = `rows/${String(i).padStart(4, "0")}-${table.name.replace(/[^A-Za-z0-9_]/g, "_").slice(0, 60)}.jsonl`;
         const handle = await open(join(dir, file), "wx", 0o600);
         const hash = createHash("sha256");
@@ -209,7 +173,7 @@ export class TenantData {
     } else {
       rows = await this.#d.db.transaction(async (tx) => {
         await tx.query(BIND, [record.id]);
-        const tables = await this.#tables(tx, record);
+        const tables = await tenantTables(tx, this.#d.isolation, record);
         let n = 0;
         for (const table of [...tables].reverse()) {
           const r = await tx.query(
@@ -246,7 +210,7 @@ export class TenantData {
     const declared = new Set(this.#d.isolation.migrations.flatMap((m) => m.tenantTables));
     await this.#d.db.transaction(async (tx) => {
       await tx.query(BIND, [record.id]);
-      const tables = await this.#tables(tx, record);
+      const tables = await tenantTables(tx, this.#d.isolation, record);
       const byName = new Map(tables.map((t) => [t.name, t]));
       const archived = new Map(manifest.tables.map((t) => [t.name, t]));
       for (const t of manifest.tables) {
@@ -294,7 +258,7 @@ export class TenantData {
     entry: ArchivedTable,
     file: string,
   ): Promise<void> {
-    const target = await this.#columns(tx, table);
+    const target = await insertableColumns(tx, table);
     const wanted = new Set(entry.columns);
     const columns = target.filter((c) => wanted.has(c));
     if (columns.length === 0) return;
@@ -354,89 +318,6 @@ export class TenantData {
       );
     }
   }
-
-  /** Tables holding the tenant's rows, parents before children (foreign keys). */
-  async #tables(tx: Queryable, record: TenantRecord): Promise<TableRef[]> {
-    let rows: { oid: number; schema: string; name: string }[];
-    if (this.#perSchema) {
-      rows = (
-        await tx.query<{ oid: number; schema: string; name: string }>(
-          `SELECT c.oid::int AS oid, n.nspname AS schema, c.relname AS name
-             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-            WHERE n.nspname = $1 AND c.relkind IN ('r', 'p') AND NOT c.relispartition
-            ORDER BY c.relname`,
-          [schemaNameForKey(record.key)],
-        )
-      ).rows;
-    } else {
-      const names = [...new Set(this.#d.isolation.migrations.flatMap((m) => m.tenantTables))];
-      rows = (
-        await tx.query<{ oid: number; schema: string; name: string }>(
-          `SELECT c.oid::int AS oid, n.nspname AS schema, c.relname AS name
-             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-            WHERE n.nspname = 'public' AND c.relname = ANY($1::text[]) AND c.relkind IN ('r', 'p')
-            ORDER BY c.relname`,
-          [names],
-        )
-      ).rows;
-      for (const r of rows) {
-        const has = await tx.query(
-          "SELECT 1 FROM pg_attribute WHERE attrelid = $1::oid AND attname = 'tenant_id' AND NOT attisdropped",
-          [r.oid],
-        );
-        if (has.rowCount === 0) {
-          throw new TenantryError("unsafe_schema", `tenant table ${r.name} has no tenant_id column`);
-        }
-      }
-    }
-    const refs = rows.map((r) => ({
-      oid: Number(r.oid),
-      schema: r.schema,
-      name: r.name,
-      qualified: `${quoteIdent(r.schema)}.${quoteIdent(r.name)}`,
-    }));
-    if (refs.length < 2) return refs;
-    const fks = await tx.query<{ child: number; parent: number }>(
-      `SELECT conrelid::int AS child, confrelid::int AS parent FROM pg_constraint
-        WHERE contype = 'f' AND conrelid = ANY($1::oid[]) AND confrelid = ANY($1::oid[]) AND conrelid <> confrelid`,
-      [refs.map((r) => r.oid)],
-    );
-    return parentsFirst(
-      refs,
-      fks.rows.map((f) => [Number(f.child), Number(f.parent)] as const),
-    );
-  }
-
-  async #columns(tx: Queryable, table: TableRef): Promise<string[]> {
-    const r = await tx.query<{ attname: string }>(
-      `SELECT attname FROM pg_attribute
-        WHERE attrelid = $1::oid AND attnum > 0 AND NOT attisdropped AND attgenerated = ''
-        ORDER BY attnum`,
-      [table.oid],
-    );
-    return r.rows.map((c) => c.attname);
-  }
-}
-
-/** Orders tables so that every referenced table comes before the tables referencing it. */
-function parentsFirst(tables: TableRef[], edges: readonly (readonly [number, number])[]): TableRef[] {
-  const out: TableRef[] = [];
-  const state = new Map<number, "visiting" | "done">();
-  const byOid = new Map(tables.map((t) => [t.oid, t]));
-  const visit = (t: TableRef) => {
-    if (state.get(t.oid)) return; // done, or a cycle: keep the order we have
-    state.set(t.oid, "visiting");
-    for (const [child, parent] of edges) {
-      if (child === t.oid) {
-        const p = byOid.get(parent);
-        if (p) visit(p);
-      }
-    }
-    state.set(t.oid, "done");
-    out.push(t);
-  };
-  for (const t of tables) visit(t);
-  return out;
 }
 
 /** `pg_get_serial_sequence` returns an already quoted, qualified name; check it is one. */
@@ -445,95 +326,4 @@ function seqIdent(name: string): string {
     throw new TenantryError("internal", "unexpected sequence name");
   }
   return name;
-}
-
-/**
- * Reads an archive's manifest and checks it: shape, file names, and the sha256 and size of every
- * file it lists. Throws `invalid_argument` naming the first problem; nothing is restored from an
- * archive that fails.
- */
-export async function readArchive(path: string): Promise<ArchiveManifest> {
-  let manifest: ArchiveManifest;
-  try {
-    manifest = JSON.parse(await readFile(join(path, MANIFEST_FILE), "utf8")) as ArchiveManifest;
-  } catch (error) {
-    throw new TenantryError("invalid_argument", `${path}: no readable ${MANIFEST_FILE}`, { cause: error });
-  }
-  const bad = (why: string): never => {
-    throw new TenantryError("invalid_argument", `${path}: ${why}`);
-  };
-  if (typeof manifest !== "object" || manifest === null) bad("the manifest is not an object");
-  if (manifest.format !== ARCHIVE_FORMAT) bad(`unsupported archive format ${String(manifest.format)}`);
-  const tenant = manifest.tenant;
-  if (typeof tenant !== "object" || tenant === null || !isValidTenantId(tenant.id)) bad("no valid tenant id");
-  if (typeof tenant.name !== "string" || tenant.name === "") bad("no tenant name");
-  if (!Array.isArray(manifest.tables) || !Array.isArray(manifest.objects)) bad("tables or objects missing");
-  const files = new Set<string>();
-  const names = new Set<string>();
-  for (const t of manifest.tables) {
-    if (typeof t.name !== "string" || t.name.length === 0 || t.name.length > 63 || names.has(t.name)) {
-      bad("a table has no valid or a duplicate name");
-    }
-    names.add(t.name);
-    if (typeof t.file !== "string" || !TABLE_FILE.test(t.file) || files.has(t.file))
-      bad(`bad file name for table ${t.name}`);
-    files.add(t.file);
-    if (
-      !Array.isArray(t.columns) ||
-      t.columns.some((c) => typeof c !== "string" || c.length === 0 || c.length > 63)
-    ) {
-      bad(`bad column list for table ${t.name}`);
-    }
-    await verifyFile(path, t.file, t.sha256, t.bytes);
-    if (!Number.isSafeInteger(t.rows) || (await countLines(join(path, t.file))) !== t.rows) {
-      bad(`${t.file} does not hold ${String(t.rows)} rows`);
-    }
-  }
-  const keys = new Set<string>();
-  for (const o of manifest.objects) {
-    try {
-      validateStorageKey(o.key);
-    } catch {
-      bad(`object key ${JSON.stringify(String(o.key).slice(0, 60))} is not valid`);
-    }
-    if (keys.has(o.key)) bad(`object key ${o.key} appears twice`);
-    keys.add(o.key);
-    if (typeof o.file !== "string" || !OBJECT_FILE.test(o.file) || files.has(o.file))
-      bad(`bad file name for object ${o.key}`);
-    files.add(o.file);
-    await verifyFile(path, o.file, o.sha256, o.bytes);
-  }
-  return manifest;
-}
-
-async function verifyFile(dir: string, file: string, expected: unknown, bytes: unknown): Promise<void> {
-  const full = join(dir, file);
-  let info: Awaited<ReturnType<typeof stat>>;
-  try {
-    info = await stat(full);
-  } catch (error) {
-    throw new TenantryError("invalid_argument", `${dir}: ${file} is missing`, { cause: error });
-  }
-  if (!info.isFile() || info.size !== bytes) {
-    throw new TenantryError(
-      "invalid_argument",
-      `${dir}: ${file} does not have the size the manifest records`,
-    );
-  }
-  const hash = createHash("sha256");
-  for await (const chunk of createReadStream(full)) hash.update(chunk as Buffer);
-  if (hash.digest("hex") !== expected) {
-    throw new TenantryError("invalid_argument", `${dir}: checksum mismatch for ${file}`);
-  }
-}
-
-async function countLines(file: string): Promise<number> {
-  let n = 0;
-  for await (const line of createInterface({
-    input: createReadStream(file, "utf8"),
-    crlfDelay: Number.POSITIVE_INFINITY,
-  })) {
-    if (line !== "") n++;
-  }
-  return n;
 }

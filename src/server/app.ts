@@ -115,8 +115,12 @@ export class TenantryApp {
     return this;
   }
 
-  /** Opens databases, migrates, and builds the pipeline. `listen()` calls it. */
-  async start(): Promise<void> {
+  /**
+   * Opens databases, migrates, checks that the runtime role cannot bypass RLS, and builds the
+   * pipeline. `listen()` calls it. `safetyCheck: false` is for `tenantry migrate`, which repairs
+   * what the check would refuse and checks afterwards.
+   */
+  async start(options: { safetyCheck?: boolean } = {}): Promise<void> {
     if (this.#started) return;
     this.#started = true;
     const c = this.config;
@@ -130,7 +134,7 @@ export class TenantryApp {
     this.isolation = new DataIsolation(this.dbs, c.auth.multi_tenant.isolation);
     this.isolation.add(this.#appMigrations);
     await this.isolation.migrateShared();
-    await this.isolation.checkSafety();
+    if (options.safetyCheck !== false) await this.isolation.checkSafety();
 
     this.registry = new TenantRegistry(this.dbs.admin, { ttlMs: c.auth.multi_tenant.registry_cache_ttl_ms });
     await this.registry.start();
@@ -298,7 +302,12 @@ export class TenantryApp {
     const url = `http://${host.includes(":") ? `[${host}]` : host}:${actual}`;
     if (this.#controlSecret && !this.#options.memoryDatabase) {
       const secret = this.#controlSecret;
-      await writeControlFile(this.config.database.data_dir, { url, pid: process.pid, secret });
+      await writeControlFile(this.config.database.data_dir, {
+        url,
+        baseUrl: this.config.baseUrl,
+        pid: process.pid,
+        secret,
+      });
       this.#closers.push(() => removeControlFile(this.config.database.data_dir, secret));
     }
     this.log.info({ url, replica: this.ids.replica }, "tenantry listening");

@@ -9,6 +9,8 @@ import { join } from "node:path";
  */
 export interface ControlInfo {
   url: string;
+  /** The server's public `base_url` (token audiences derive from it). */
+  baseUrl?: string;
   pid: number;
   secret: string;
 }

@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { markerKey } from "../../src/admin/tenant-service.js";
 import { schemaNameForKey, storagePrefixForKey } from "../../src/isolation/names.js";
 import { TenantStorage } from "../../src/isolation/storage/tenant-storage.js";
-import { readArchive } from "../../src/isolation/tenant-data.js";
+import { readArchive } from "../../src/isolation/tenant-archive.js";
 import { type Harness, startHarness } from "../../src/testing/index.js";
 import { demoMigrations, demoTools } from "../../src/tools/demo/index.js";
 import { createTestDatabase, type TestDatabase } from "../support/postgres.js";

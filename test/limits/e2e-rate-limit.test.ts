@@ -88,7 +88,9 @@ describe("rate limits over HTTP (tenant limit N per minute, burst B)", () => {
       // No in-flight cap here: the burst is sent all at once.
       config: { rate_limit: { burst: BURST, max_in_flight_per_tenant: 0 } },
     });
-    // The harness's own clients already sent `initialize` and `notifications/initialized`.
+    // The harness's own clients already sent `initialize` and `notifications/initialized`: two of
+    // acme's requests. Wait until they have refilled, so the burst starts at full capacity.
+    await new Promise((r) => setTimeout(r, 2 * INTERVAL_MS + 250));
     baseline = await (await fetch(`${h.url}/metrics`)).text();
   });
   afterAll(async () => h?.close());

@@ -3,6 +3,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from "node:net";
 import { type Logger, pino } from "pino";
 import { type AdminStage, createAdminStage } from "../admin/admin-stage.js";
+import { runDoctor } from "../admin/doctor.js";
 import type { TenantService } from "../admin/tenant-service.js";
 import type { AuditSink } from "../audit/audit-event.js";
 import { createAuditSink } from "../audit/sinks.js";
@@ -226,7 +227,17 @@ export class TenantryApp {
       mapper,
       ids: this.ids,
       controlSecret: this.#controlSecret,
-      extra: this.#options.adminRoutes ?? [],
+      extra: [
+        {
+          // `tenantry doctor` next to a running server on the embedded database (one process owns it).
+          method: "GET",
+          pattern: /^\/admin\/api\/doctor$/,
+          handle: async () => ({
+            body: await runDoctor(c, { databases: this.dbs, migrations: this.isolation.migrations }),
+          }),
+        },
+        ...(this.#options.adminRoutes ?? []),
+      ],
     });
   }
 

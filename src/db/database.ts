@@ -11,6 +11,14 @@ export interface Queryable {
   query<R extends Row = Row>(text: string, params?: readonly unknown[]): Promise<QueryResult<R>>;
 }
 
+export interface TransactionOptions {
+  /**
+   * A parameter-free statement to run right after BEGIN, before `fn`. PostgreSQL sends it with
+   * BEGIN in one round trip (the tenant binding of every tool call).
+   */
+  begin?: string;
+}
+
 /** One transaction's connection: parameterised statements, and scripts without parameters (migrations). */
 export interface TransactionHandle extends Queryable {
   exec(sql: string): Promise<void>;
@@ -26,7 +34,7 @@ export interface Database extends Queryable {
   /** Runs a script of several statements without parameters (migrations). */
   exec(sql: string): Promise<void>;
   /** Runs `fn` inside BEGIN … COMMIT on one connection; ROLLBACK if it throws. */
-  transaction<T>(fn: (tx: TransactionHandle) => Promise<T>): Promise<T>;
+  transaction<T>(fn: (tx: TransactionHandle) => Promise<T>, options?: TransactionOptions): Promise<T>;
   /** LISTEN on a channel; returns a function that stops listening. */
   listen(channel: string, onPayload: (payload: string) => void): Promise<() => Promise<void>>;
   close(): Promise<void>;

@@ -4,7 +4,14 @@ import { createRequire } from "node:module";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { PGlite, type Transaction } from "@electric-sql/pglite";
-import type { Database, Queryable, QueryResult, Row, TransactionHandle } from "./database.js";
+import type {
+  Database,
+  Queryable,
+  QueryResult,
+  Row,
+  TransactionHandle,
+  TransactionOptions,
+} from "./database.js";
 
 /** PGlite's version, read from its package.json (not in its `exports`, so found beside its entry point). */
 function pgliteVersion(): string {
@@ -91,15 +98,16 @@ export class PgliteDatabase implements Database {
     await this.#db.exec(sql);
   }
 
-  transaction<T>(fn: (tx: TransactionHandle) => Promise<T>): Promise<T> {
-    return this.#db.transaction((tx) =>
-      fn({
+  transaction<T>(fn: (tx: TransactionHandle) => Promise<T>, options: TransactionOptions = {}): Promise<T> {
+    return this.#db.transaction(async (tx) => {
+      if (options.begin) await tx.exec(options.begin);
+      return fn({
         ...wrap(tx),
         exec: async (sql: string) => {
           await tx.exec(sql);
         },
-      }),
-    );
+      });
+    });
   }
 
   async listen(channel: string, onPayload: (payload: string) => void): Promise<() => Promise<void>> {

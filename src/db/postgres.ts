@@ -1,5 +1,5 @@
 import pg from "pg";
-import type { Database, QueryResult, Row, TransactionHandle } from "./database.js";
+import type { Database, QueryResult, Row, TransactionHandle, TransactionOptions } from "./database.js";
 
 export interface PostgresOptions {
   poolSize: number;
@@ -36,7 +36,10 @@ export class PostgresDatabase implements Database {
     await this.#pool.query(sql);
   }
 
-  async transaction<T>(fn: (tx: TransactionHandle) => Promise<T>): Promise<T> {
+  async transaction<T>(
+    fn: (tx: TransactionHandle) => Promise<T>,
+    options: TransactionOptions = {},
+  ): Promise<T> {
     const client = await this.#pool.connect();
     const tx: TransactionHandle = {
       async query<R extends Row>(text: string, params: readonly unknown[] = []): Promise<QueryResult<R>> {
@@ -49,7 +52,8 @@ export class PostgresDatabase implements Database {
     };
     let broken = false;
     try {
-      await client.query("BEGIN");
+      // Simple-query protocol: BEGIN and the prelude travel together, one round trip.
+      await client.query(options.begin ? `BEGIN; ${options.begin}` : "BEGIN");
       const value = await fn(tx);
       const end = await client.query("COMMIT");
       // COMMIT of a transaction in which a statement failed rolls back and reports no error; PGlite

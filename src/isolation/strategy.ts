@@ -2,6 +2,7 @@ import type { Queryable } from "../db/database.js";
 import type { TenantRecord } from "../tenancy/tenant.js";
 import { assertTenantId } from "../tenancy/tenant-id.js";
 import { quoteIdent, schemaNameForKey } from "./names.js";
+import type { EnterTenant } from "./tenant-db.js";
 
 /**
  * How tenant data is kept apart in the database:
@@ -37,7 +38,7 @@ export function enterTenant(
   isolation: IsolationName,
   record: TenantRecord,
   role: string | undefined,
-): (tx: Queryable) => Promise<void> {
+): EnterTenant {
   assertTenantId(record.id);
   const params: unknown[] = [record.id];
   let sql = "SELECT set_config('app.tenant_id', $1, true)";
@@ -49,7 +50,15 @@ export function enterTenant(
     params.push(quoteIdent(schemaNameForKey(record.key)));
     sql += `, set_config('search_path', $${params.length}, true)`;
   }
-  return async (tx: Queryable): Promise<void> => {
+  const enter: EnterTenant = async (tx: Queryable): Promise<void> => {
     await tx.query(sql, params);
   };
+  // The same binding as one parameter-free statement, sent with BEGIN in a single round trip.
+  // Only when every value is plainly literal-safe (tenant ids are [A-Za-z0-9._:-]; role and schema
+  // names come from config and the registry); otherwise the parameterised form above is used.
+  if (params.every((p) => typeof p === "string" && !/['\\\u0000]/.test(p))) {
+    let i = 0;
+    enter.prelude = sql.replace(/\$\d+/g, () => `'${params[i++] as string}'`);
+  }
+  return enter;
 }

@@ -3,7 +3,10 @@ import { TenantryError } from "../errors.js";
 import type { TenantDb } from "../tools/tool-context.js";
 
 /** The statements that bind a transaction to a tenant; run first, on the transaction's connection. */
-export type EnterTenant = (tx: Queryable) => Promise<void>;
+export type EnterTenant = ((tx: Queryable) => Promise<void>) & {
+  /** The same binding as one parameter-free statement, which the database may send with BEGIN. */
+  prelude?: string;
+};
 
 const ROLLBACK = Symbol("rollback");
 
@@ -48,16 +51,20 @@ export class TenantTransaction implements TenantDb {
 
   #begin(): Promise<Queryable> {
     if (this.#tx) return this.#tx;
+    const prelude = this.#enter.prelude;
     this.#tx = new Promise<Queryable>((resolveTx, rejectTx) => {
       const gate = new Promise<boolean>((resolve) => {
         this.#release = resolve;
       });
       this.#done = this.#db
-        .transaction(async (tx) => {
-          await this.#enter(tx);
-          resolveTx(tx);
-          if (!(await gate)) throw ROLLBACK;
-        })
+        .transaction(
+          async (tx) => {
+            if (!prelude) await this.#enter(tx);
+            resolveTx(tx);
+            if (!(await gate)) throw ROLLBACK;
+          },
+          prelude ? { begin: prelude } : undefined,
+        )
         .catch((error: unknown) => {
           rejectTx(error);
           if (error !== ROLLBACK) throw error;

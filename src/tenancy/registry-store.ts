@@ -24,6 +24,9 @@ interface TenantRow {
 const COLUMNS =
   "id, key, name, status, expires_at, rate_limit, allowed_tools, feature_flags, provisioning_step, archive_path, purge_after, created_at, updated_at";
 
+/** Returns the written row and NOTIFYs its id in the same statement: one round trip per write. */
+const NOTIFYING_SELECT = `SELECT r.*, pg_notify('${NOTIFY_CHANNEL}', r.id) AS notified FROM r`;
+
 const date = (v: Date | string | null): Date | null =>
   v === null ? null : v instanceof Date ? v : new Date(v);
 
@@ -79,12 +82,14 @@ export class RegistryStore {
   async insert(t: NewTenant, q: Queryable = this.#db): Promise<TenantRecord> {
     assertTenantId(t.id);
     const r = await q.query<TenantRow>(
-      `INSERT INTO tenantry_tenants (id, key, name, status, expires_at, rate_limit, allowed_tools, feature_flags, provisioning_step)
+      `WITH r AS (
+       INSERT INTO tenantry_tenants (id, key, name, status, expires_at, rate_limit, allowed_tools, feature_flags, provisioning_step)
        VALUES ($1, to_hex(nextval('tenantry_tenant_key_seq')), $2, 'provisioning',
                CASE WHEN $3::int IS NULL THEN NULL ELSE now() + make_interval(days => $3::int) END,
                $4, $5, $6::jsonb, 'registered')
        ON CONFLICT (id) DO NOTHING
-       RETURNING ${COLUMNS}`,
+       RETURNING ${COLUMNS})
+       ${NOTIFYING_SELECT}`,
       [
         t.id,
         t.name,
@@ -95,7 +100,6 @@ export class RegistryStore {
       ],
     );
     if (!r.rows[0]) throw new TenantryError("tenant_exists", `tenant ${t.id} already exists`);
-    await this.#notify(t.id, q);
     return toRecord(r.rows[0]);
   }
 
@@ -127,11 +131,11 @@ export class RegistryStore {
     if (u.purgeAfter !== undefined) set("purge_after", u.purgeAfter);
     sets.push("updated_at = now()");
     const r = await q.query<TenantRow>(
-      `UPDATE tenantry_tenants SET ${sets.join(", ")} WHERE id = $1 RETURNING ${COLUMNS}`,
+      `WITH r AS (UPDATE tenantry_tenants SET ${sets.join(", ")} WHERE id = $1 RETURNING ${COLUMNS})
+       ${NOTIFYING_SELECT}`,
       params,
     );
     if (!r.rows[0]) throw new TenantryError("unknown_tenant", `tenant ${id} is not registered`);
-    await this.#notify(id, q);
     return toRecord(r.rows[0]);
   }
 

@@ -34,6 +34,9 @@ export function usesSchemas(isolation: IsolationName): boolean {
  * Everything is a bound parameter; the search path is a quoted identifier built from the
  * registry's immutable key, never from the tenant id.
  */
+/** Values that can stand inside a single-quoted SQL literal as they are: no quote, backslash or control. */
+const LITERAL_SAFE = /^[A-Za-z0-9._:"-]*$/;
+
 export function enterTenant(
   isolation: IsolationName,
   record: TenantRecord,
@@ -56,7 +59,7 @@ export function enterTenant(
   // The same binding as one parameter-free statement, sent with BEGIN in a single round trip.
   // Only when every value is plainly literal-safe (tenant ids are [A-Za-z0-9._:-]; role and schema
   // names come from config and the registry); otherwise the parameterised form above is used.
-  if (params.every((p) => typeof p === "string" && !/['\\\u0000]/.test(p))) {
+  if (params.every((p) => typeof p === "string" && LITERAL_SAFE.test(p))) {
     let i = 0;
     enter.prelude = sql.replace(/\$\d+/g, () => `'${params[i++] as string}'`);
   }

@@ -63,3 +63,14 @@ export async function withAdminAccess<T>(
     await app.close();
   }
 }
+
+type Call = (method: string, path: string, body?: unknown) => Promise<unknown>;
+
+/** Runs through the server's admin API (`remote`) or on an opened app (`direct`). */
+export function run(
+  access: AdminAccess,
+  remote: (call: Call) => Promise<unknown>,
+  direct: (a: AdminAccess & { mode: "direct" }) => Promise<unknown>,
+): Promise<unknown> {
+  return access.mode === "remote" ? remote(access.call) : direct(access);
+}

@@ -4,21 +4,11 @@ import type { Command } from "commander";
 import type { PurgeResult } from "../admin/tenant-service.js";
 import { tenantToJson } from "../tenancy/tenant.js";
 import { assertTenantId } from "../tenancy/tenant-id.js";
-import { type AdminAccess, withAdminAccess } from "./admin-client.js";
+import { run, withAdminAccess } from "./admin-client.js";
 import { type ConfigOptions, resolveCliConfig } from "./context.js";
 import { print } from "./output.js";
 
 type Json = Record<string, unknown>;
-type Call = (method: string, path: string, body?: unknown) => Promise<unknown>;
-
-/** Runs through the server's admin API (`remote`) or on an opened app (`direct`). */
-function run(
-  access: AdminAccess,
-  remote: (call: Call) => Promise<unknown>,
-  direct: (a: AdminAccess & { mode: "direct" }) => Promise<unknown>,
-): Promise<unknown> {
-  return access.mode === "remote" ? remote(access.call) : direct(access);
-}
 
 function purgeToJson(r: PurgeResult): Json {
   return {

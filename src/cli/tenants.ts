@@ -2,7 +2,7 @@ import type { Command } from "commander";
 import { TenantryError } from "../errors.js";
 import { type FeatureFlagValue, tenantToJson } from "../tenancy/tenant.js";
 import { assertTenantId } from "../tenancy/tenant-id.js";
-import { type AdminAccess, withAdminAccess } from "./admin-client.js";
+import { run, withAdminAccess } from "./admin-client.js";
 import { type ConfigOptions, positiveInt, resolveCliConfig } from "./context.js";
 import { print, printTenants } from "./output.js";
 
@@ -34,17 +34,6 @@ export function parseToolList(value: string): string[] {
 }
 
 const id = (value: string) => assertTenantId(value);
-
-type Call = (method: string, path: string, body?: unknown) => Promise<unknown>;
-
-/** Runs through the server's admin API (`remote`) or on an opened app (`direct`). */
-function run(
-  access: AdminAccess,
-  remote: (call: Call) => Promise<unknown>,
-  direct: (a: AdminAccess & { mode: "direct" }) => Promise<unknown>,
-): Promise<unknown> {
-  return access.mode === "remote" ? remote(access.call) : direct(access);
-}
 
 interface CreateFlags extends ConfigOptions {
   name: string;

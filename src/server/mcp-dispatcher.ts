@@ -13,6 +13,7 @@ import {
   rpcError,
   rpcResult,
 } from "./json-rpc.js";
+import { inToolSpan } from "./tracing.js";
 
 /** Per-call handles (`ctx.db`, `ctx.storage`) with a hook to commit or roll back when the tool ends. */
 export interface CallResources {
@@ -154,7 +155,11 @@ export class McpDispatcher {
           ...this.#options.adminContext?.(scope, state),
         } as unknown as ToolContext;
       }
-      const output = await tool.definition.run(parsed.data, ctx);
+      const output = await inToolSpan(
+        name,
+        scope.kind === "tenant" ? scope.tenant.tenantId : undefined,
+        async () => tool.definition.run(parsed.data, ctx),
+      );
       await resources?.finish(true);
       state.notes.outcome = "ok";
       return rpcResult(id, toCallResult(output));

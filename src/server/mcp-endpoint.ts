@@ -16,6 +16,7 @@ import type { AdmissionPipeline, Admitted, Identified } from "./pipeline.js";
 import type { RequestIds } from "./request-id.js";
 import { sendHttpError, sendJson } from "./respond.js";
 import type { SessionStore } from "./sessions.js";
+import { endRequestSpan, startRequestSpan } from "./tracing.js";
 
 export interface McpEndpointDeps {
   pipeline: AdmissionPipeline;
@@ -49,6 +50,7 @@ export class McpEndpoint {
   async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const d = this.#d;
     const started = performance.now();
+    const span = startRequestSpan();
     const requestId = d.ids.next(req.headers["x-request-id"]);
     res.setHeader("X-Request-Id", requestId);
     const notes: DispatchNotes = { method: req.method ?? "?", tool: null, outcome: "ok", errorCode: null };
@@ -117,7 +119,16 @@ export class McpEndpoint {
       }
     } finally {
       release?.();
-      this.#record(admitted?.scope ?? identified.scope, notes, started, requestId, res.statusCode, reserved);
+      const scope = admitted?.scope ?? identified.scope;
+      this.#record(scope, notes, started, requestId, res.statusCode, reserved);
+      endRequestSpan(span, {
+        tenantId: scope?.kind === "tenant" ? scope.tenant.tenantId : null,
+        method: notes.method,
+        tool: notes.tool,
+        status: res.statusCode,
+        outcome: notes.outcome,
+        errorCode: notes.errorCode,
+      });
     }
   }
 
@@ -223,6 +234,19 @@ export class McpEndpoint {
     const latencyMs = performance.now() - started;
     d.metrics.request(notes.method, status, latencyMs);
     const tenant = scope?.kind === "tenant" ? scope.tenant : undefined;
+    if (d.log.isLevelEnabled("debug")) {
+      d.log.debug(
+        {
+          tenant_id: tenant?.tenantId,
+          request_id: requestId,
+          method: notes.method,
+          tool: notes.tool,
+          status,
+          latency_ms: latencyMs,
+        },
+        "mcp request",
+      );
+    }
     const event: AuditEvent = {
       at: new Date(Date.now() - latencyMs).toISOString(),
       kind: "request",

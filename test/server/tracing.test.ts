@@ -1,0 +1,54 @@
+import { trace } from "@opentelemetry/api";
+import {
+  BasicTracerProvider,
+  InMemorySpanExporter,
+  SimpleSpanProcessor,
+} from "@opentelemetry/sdk-trace-base";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { type Harness, startHarness } from "../../src/testing/harness.js";
+import { whoami } from "../../src/tools/demo/whoami.js";
+
+describe("OpenTelemetry spans (when the user registers an SDK)", () => {
+  const exporter = new InMemorySpanExporter();
+  let h: Harness;
+  beforeAll(async () => {
+    trace.setGlobalTracerProvider(
+      new BasicTracerProvider({ spanProcessors: [new SimpleSpanProcessor(exporter)] }),
+    );
+    h = await startHarness({ tenants: 2, tools: [whoami] });
+  });
+  afterAll(async () => {
+    await h?.close();
+    trace.disable();
+  });
+
+  it("records one request span per MCP request and one span per tool call, each with its tenant", async () => {
+    exporter.reset();
+    for (const t of h.tenants) await t.client.callTool({ name: "whoami", arguments: {} });
+    const spans = exporter.getFinishedSpans();
+    const tools = spans.filter((s) => s.name === "tenantry.tool whoami");
+    expect(tools.map((s) => s.attributes["tenantry.tenant_id"]).sort()).toEqual(["tenant-0", "tenant-1"]);
+    const calls = spans.filter(
+      (s) => s.name === "tenantry.mcp.request" && s.attributes["mcp.method.name"] === "tools/call",
+    );
+    expect(calls).toHaveLength(2);
+    for (const span of calls) {
+      expect(span.attributes["mcp.tool.name"]).toBe("whoami");
+      expect(span.attributes["http.response.status_code"]).toBe(200);
+      expect(span.attributes["tenantry.outcome"]).toBe("ok");
+    }
+  });
+
+  it("records refusals with their error code and no token", async () => {
+    exporter.reset();
+    const res = await fetch(h.mcpUrl, {
+      method: "POST",
+      headers: { "content-type": "application/json", authorization: "Bearer not-a-token" },
+      body: JSON.stringify({ jsonrpc: "2.0", id: 1, method: "tools/list" }),
+    });
+    expect(res.status).toBe(401);
+    const [span] = exporter.getFinishedSpans().filter((s) => s.name === "tenantry.mcp.request");
+    expect(span?.attributes["error.type"]).toBe("invalid_token");
+    expect(JSON.stringify(span?.attributes)).not.toContain("not-a-token");
+  });
+});

@@ -1,10 +1,10 @@
 import { type ChildProcess, spawn, spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { once } from "node:events";
-import { createConnection, createServer } from "node:net";
-import { REDIS_URL, redisAvailable, requireServices, serviceGate } from "./services.js";
+import { createServer } from "node:net";
+import { pingRedis, REDIS_URL, redisAvailable, requireServices, serviceGate } from "./services.js";
 
-export { REDIS_URL, redisAvailable };
+export { pingRedis, REDIS_URL, redisAvailable };
 
 /**
  * Whether tests needing the shared Redis (127.0.0.1:6379) should run: skips with a warning when it
@@ -35,28 +35,6 @@ export function redisServerGate(): boolean {
 /** A key prefix unique to this test run, so concurrent test files never share keys. */
 export function uniqueKeyPrefix(label = "test"): string {
   return `tenantry:test:${label}:${randomBytes(6).toString("hex")}`;
-}
-
-/** Whether a Redis on `port` answers PING within `timeoutMs`. */
-export function pingRedis(port: number, host = "127.0.0.1", timeoutMs = 500): Promise<boolean> {
-  return new Promise((resolve) => {
-    const socket = createConnection({ host, port });
-    let reply = "";
-    const finish = (up: boolean) => {
-      clearTimeout(timer);
-      socket.destroy();
-      resolve(up);
-    };
-    const timer = setTimeout(() => finish(false), timeoutMs);
-    socket.setEncoding("utf8");
-    socket.on("connect", () => socket.write("PING\r\n"));
-    socket.on("data", (chunk: string) => {
-      reply += chunk;
-      if (reply.includes("\r\n")) finish(reply.startsWith("+PONG"));
-    });
-    socket.on("error", () => finish(false));
-    socket.on("close", () => finish(false));
-  });
 }
 
 async function freePort(): Promise<number> {

@@ -38,20 +38,24 @@ export async function postgresAvailable(): Promise<boolean> {
 }
 
 export function redisAvailable(): Promise<boolean> {
+  return pingRedis(REDIS_PORT, REDIS_HOST);
+}
+
+/** Whether a Redis on `port` answers PING within `timeoutMs` ("-NOAUTH …" counts as unavailable). */
+export function pingRedis(port: number, host = "127.0.0.1", timeoutMs = 500): Promise<boolean> {
   return new Promise((resolve) => {
-    const socket = createConnection({ host: REDIS_HOST, port: REDIS_PORT });
+    const socket = createConnection({ host, port });
     let reply = "";
     const finish = (up: boolean) => {
       clearTimeout(timer);
       socket.destroy();
       resolve(up);
     };
-    const timer = setTimeout(() => finish(false), 500);
+    const timer = setTimeout(() => finish(false), timeoutMs);
     socket.setEncoding("utf8");
     socket.on("connect", () => socket.write("PING\r\n"));
     socket.on("data", (chunk: string) => {
       reply += chunk;
-      // "-NOAUTH …" means reachable but unusable by the tests: treat it as unavailable.
       if (reply.includes("\r\n")) finish(reply.startsWith("+PONG"));
     });
     socket.on("error", () => finish(false));

@@ -8,31 +8,14 @@ import { type AppMigration, DataIsolation } from "../../src/isolation/data-isola
 import { TENANT_POLICY, validateMigrations } from "../../src/isolation/migrations.js";
 import { schemaNameForKey } from "../../src/isolation/names.js";
 import type { IsolationName } from "../../src/isolation/strategy.js";
-import type { TenantRecord } from "../../src/tenancy/tenant.js";
 import { demoMigrations } from "../../src/tools/demo/index.js";
 import { createTestDatabase, type TestDatabase } from "../support/postgres.js";
+import { record } from "../support/records.js";
 import { serviceGate } from "../support/services.js";
 
 /** App migrations per strategy, on PGlite and on PostgreSQL with separate owner and runtime roles. */
 
 const pgUp = await serviceGate("postgres");
-
-function record(id: string, key: string): TenantRecord {
-  const now = new Date();
-  return {
-    id,
-    key,
-    name: id,
-    status: "active",
-    expiresAt: null,
-    config: { rateLimit: null, allowedTools: [], featureFlags: {} },
-    provisioningStep: null,
-    archivePath: null,
-    purgeAfter: null,
-    createdAt: now,
-    updatedAt: now,
-  };
-}
 
 /** A table with a serial column: its sequence needs USAGE for the runtime role. */
 const EVENTS: AppMigration = {

@@ -10,6 +10,7 @@ import type { IsolationName } from "../../src/isolation/strategy.js";
 import type { TenantRecord } from "../../src/tenancy/tenant.js";
 import { demoMigrations } from "../../src/tools/demo/index.js";
 import { createTestDatabase, type TestDatabase } from "../support/postgres.js";
+import { record } from "../support/records.js";
 import { serviceGate } from "../support/services.js";
 
 /**
@@ -19,23 +20,6 @@ import { serviceGate } from "../support/services.js";
  */
 
 const pgUp = await serviceGate("postgres");
-
-function record(id: string, key: string): TenantRecord {
-  const now = new Date();
-  return {
-    id,
-    key,
-    name: id,
-    status: "active",
-    expiresAt: null,
-    config: { rateLimit: null, allowedTools: [], featureFlags: {} },
-    provisioningStep: null,
-    archivePath: null,
-    purgeAfter: null,
-    createdAt: now,
-    updatedAt: now,
-  };
-}
 
 interface Setup {
   dbs: Databases;

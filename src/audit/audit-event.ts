@@ -46,14 +46,3 @@ export interface AuditSink {
   /** True when `reserve` would refuse now. */
   readonly full: boolean;
 }
-
-/** An audit sink that keeps nothing (`[audit] sink = "none"`). */
-export const nullAuditSink: AuditSink = {
-  reserve: () => true,
-  enqueue() {},
-  async write() {},
-  async flush() {},
-  async close() {},
-  pending: 0,
-  full: false,
-};

@@ -2,10 +2,10 @@ import type { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { McpError } from "@modelcontextprotocol/sdk/types.js";
 import fc from "fast-check";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { z } from "zod";
 import type { FeatureFlagValue } from "../../src/tenancy/tenant.js";
 import { type Harness, startHarness } from "../../src/testing/index.js";
-import { defineTool, type ToolDefinition } from "../../src/tools/define-tool.js";
+import type { ToolDefinition } from "../../src/tools/define-tool.js";
+import { buildTool, type ToolSpec } from "../support/tool-specs.js";
 
 /*
  * The one authorization rule over the real MCP server: a harness, the official SDK client, and
@@ -29,13 +29,6 @@ const FLAG_VALUES: readonly [FeatureFlagValue, boolean][] = [
   ["", false],
 ];
 const MISSING = "zz_missing_tool";
-
-interface ToolSpec {
-  name: string;
-  requiredScopes?: string[];
-  requiredFeature?: string;
-  admin?: boolean;
-}
 
 // Fixed edge cases, then a random pool (its seed is in every failure message).
 const FIXED: ToolSpec[] = [
@@ -66,20 +59,11 @@ const POOL = [...FIXED, ...RANDOM];
 const NAMES = POOL.map((t) => t.name);
 
 let invocations = 0;
-function buildTool(spec: ToolSpec): ToolDefinition {
-  return defineTool({
-    name: spec.name,
-    description: `tool ${spec.name}`,
-    input: z.object({}),
-    ...(spec.requiredScopes ? { requiredScopes: spec.requiredScopes } : {}),
-    ...(spec.requiredFeature ? { requiredFeature: spec.requiredFeature } : {}),
-    ...(spec.admin ? { admin: true } : {}),
-    run: () => {
-      invocations++;
-      return { ok: spec.name };
-    },
+const countedTool = (spec: ToolSpec): ToolDefinition =>
+  buildTool(spec, () => {
+    invocations++;
+    return { ok: spec.name };
   });
-}
 
 interface TenantSetup {
   allowedTools: string[];
@@ -126,7 +110,7 @@ describe("tools/list and tools/call agree over MCP (property)", () => {
   beforeAll(async () => {
     h = await startHarness({
       tenants: [{ id: "acme" }, { id: "globex" }],
-      tools: POOL.map(buildTool),
+      tools: POOL.map(countedTool),
       // The property sends ~1500 requests; rate limits are another test's business.
       config: { auth: { multi_tenant: { default_rate_limit: 1_000_000 } } },
     });

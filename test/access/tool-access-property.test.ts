@@ -1,11 +1,10 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { z } from "zod";
 import type { TenantScope } from "../../src/tenancy/context.js";
 import type { FeatureFlagValue, TenantRecord } from "../../src/tenancy/tenant.js";
 import { isTruthyFlag, mayUseTool } from "../../src/tools/access.js";
-import { defineTool, type ToolDefinition } from "../../src/tools/define-tool.js";
 import { ToolRegistry } from "../../src/tools/tool-registry.js";
+import { buildTool, type ToolSpec } from "../support/tool-specs.js";
 
 /*
  * The one authorization rule, checked at unit level against a model written independently of
@@ -39,13 +38,6 @@ const FLAG_VALUES: readonly [FeatureFlagValue, boolean][] = [
   ["0", false],
   [" off ", false],
 ];
-
-interface ToolSpec {
-  name: string;
-  requiredScopes?: string[];
-  requiredFeature?: string;
-  admin?: boolean;
-}
 
 const toolSpec = (name: string): fc.Arbitrary<ToolSpec> =>
   fc.record(
@@ -86,18 +78,6 @@ const caller = fc.record({
   // A tenant without a record never reaches dispatch (admission refuses it); the rule denies anyway.
   hasRecord: fc.oneof({ weight: 9, arbitrary: fc.constant(true) }, fc.constant(false)),
 });
-
-function buildTool(spec: ToolSpec): ToolDefinition {
-  return defineTool({
-    name: spec.name,
-    description: `tool ${spec.name}`,
-    input: z.object({}),
-    ...(spec.requiredScopes ? { requiredScopes: spec.requiredScopes } : {}),
-    ...(spec.requiredFeature ? { requiredFeature: spec.requiredFeature } : {}),
-    ...(spec.admin ? { admin: true } : {}),
-    run: () => ({ ok: true }),
-  });
-}
 
 function record(config: TenantConfigSpec): TenantRecord {
   const now = new Date();

@@ -10,6 +10,7 @@ import { createObjectStore, type ObjectStore, TenantStorage } from "../../src/is
 import { compareStorageKeys } from "../../src/isolation/storage/keys.js";
 import { assertTenantId } from "../../src/tenancy/tenant-id.js";
 import { s3StorageTable, startS3, type TestS3 } from "../support/s3.js";
+import { listAll } from "../support/storage.js";
 
 /*
  * Model-based: random put/get/delete/list by random tenants, checked after every step against a
@@ -57,17 +58,6 @@ type Op = ReturnType<typeof opFor> extends fc.Arbitrary<infer T> ? T : never;
 
 async function expectCode(promise: Promise<unknown>, code: string): Promise<void> {
   await expect(promise).rejects.toSatisfy((e: unknown) => isTenantryError(e) && e.code === code);
-}
-
-async function listAll(storage: TenantStorage, prefix: string, limit: number): Promise<string[]> {
-  const keys: string[] = [];
-  let cursor: string | undefined;
-  do {
-    const page = await storage.list(prefix, cursor === undefined ? { limit } : { cursor, limit });
-    keys.push(...page.keys);
-    cursor = page.nextCursor;
-  } while (cursor !== undefined);
-  return keys;
 }
 
 async function check(store: ObjectStore, ops: Op[]): Promise<void> {

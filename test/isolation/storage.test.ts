@@ -9,6 +9,7 @@ import { createObjectStore, type ObjectStore, TenantStorage } from "../../src/is
 import { compareStorageKeys } from "../../src/isolation/storage/keys.js";
 import { assertTenantId } from "../../src/tenancy/tenant-id.js";
 import { s3StorageTable, startS3, type TestS3 } from "../support/s3.js";
+import { listAll } from "../support/storage.js";
 
 const invalidKey = expect.objectContaining({ code: "invalid_storage_key" });
 const HOSTILE_KEYS = [
@@ -28,17 +29,6 @@ async function allKeys(store: ObjectStore): Promise<string[]> {
   let cursor: string | undefined;
   do {
     const page = await store.list("", cursor === undefined ? { limit: 1000 } : { cursor, limit: 1000 });
-    keys.push(...page.keys);
-    cursor = page.nextCursor;
-  } while (cursor !== undefined);
-  return keys;
-}
-
-async function listAll(storage: TenantStorage, prefix = "", limit = 100): Promise<string[]> {
-  const keys: string[] = [];
-  let cursor: string | undefined;
-  do {
-    const page = await storage.list(prefix, cursor === undefined ? { limit } : { cursor, limit });
     keys.push(...page.keys);
     cursor = page.nextCursor;
   } while (cursor !== undefined);

@@ -1,5 +1,6 @@
 import type { Command } from "commander";
 import { TenantryError } from "../errors.js";
+import { newTenantFromJson, tenantUpdateFromJson } from "../server/admin-routes.js";
 import { type FeatureFlagValue, tenantToJson } from "../tenancy/tenant.js";
 import { assertTenantId } from "../tenancy/tenant-id.js";
 import { run, withAdminAccess } from "./admin-client.js";
@@ -85,17 +86,7 @@ export function registerTenantCommands(program: Command): Command {
       run(
         a,
         (call) => call("POST", "/tenants", body),
-        async (d) =>
-          tenantToJson(
-            await d.app.tenants.create(d.actor, {
-              id: body.id,
-              name: body.name,
-              ...(body.rate_limit ? { rateLimit: body.rate_limit } : {}),
-              ...(body.allowed_tools ? { allowedTools: body.allowed_tools } : {}),
-              ...(body.feature_flags ? { featureFlags: body.feature_flags } : {}),
-              ...(body.trial_days ? { trialDays: body.trial_days } : {}),
-            }),
-          ),
+        async (d) => tenantToJson(await d.app.tenants.create(d.actor, newTenantFromJson(body))),
       ),
     );
     print(out, o.json, (t) => `created tenant ${(t as TenantJson).id} (${(t as TenantJson).status})`);
@@ -165,15 +156,7 @@ export function registerTenantCommands(program: Command): Command {
         a,
         (call) => call("PATCH", `/tenants/${id(tenantId)}`, body),
         async (d) =>
-          tenantToJson(
-            await d.app.tenants.update(d.actor, id(tenantId), {
-              ...(body.name !== undefined ? { name: body.name } : {}),
-              ...(body.rate_limit !== undefined ? { rateLimit: body.rate_limit } : {}),
-              ...(body.allowed_tools !== undefined ? { allowedTools: body.allowed_tools } : {}),
-              ...(body.feature_flags ? { featureFlags: body.feature_flags } : {}),
-              ...(body.convert_trial ? { convertTrial: true } : {}),
-            }),
-          ),
+          tenantToJson(await d.app.tenants.update(d.actor, id(tenantId), tenantUpdateFromJson(body))),
       ),
     );
     print(t, o.json, (x) => `updated tenant ${(x as TenantJson).id}`);

@@ -7,7 +7,7 @@ import { auditEventToJson } from "../audit/sinks.js";
 import type { TokenVerifier } from "../auth/verifier.js";
 import type { ResolvedAuth } from "../config/resolve.js";
 import { TenantryError } from "../errors.js";
-import { type TenantStatus, tenantToJson } from "../tenancy/tenant.js";
+import { type NewTenant, type TenantStatus, type TenantUpdate, tenantToJson } from "../tenancy/tenant.js";
 import { isJsonContentType, readBody } from "./body.js";
 import { sameSecret } from "./control-file.js";
 import { type MapperContext, toHttpError } from "./error-mapper.js";
@@ -86,16 +86,7 @@ export class AdminRoutes {
         method: "POST",
         pattern: /^\/admin\/api\/tenants$/,
         handle: async ({ actor, body }) => {
-          const record = await t.create(actor, {
-            id: str(body.id, "id"),
-            name: str(body.name, "name"),
-            ...(body.rate_limit !== undefined ? { rateLimit: body.rate_limit as number | null } : {}),
-            ...(body.allowed_tools !== undefined
-              ? { allowedTools: strList(body.allowed_tools, "allowed_tools") }
-              : {}),
-            ...(body.feature_flags !== undefined ? { featureFlags: flags(body.feature_flags) } : {}),
-            ...(body.trial_days !== undefined ? { trialDays: body.trial_days as number } : {}),
-          });
+          const record = await t.create(actor, newTenantFromJson(body));
           return json(tenantToJson(record), 201);
         },
       },
@@ -108,17 +99,7 @@ export class AdminRoutes {
         method: "PATCH",
         pattern: new RegExp(`^/admin/api/tenants/${ID}$`),
         handle: async ({ actor, params, body }) => {
-          const record = await t.update(actor, params.id!, {
-            ...(body.name !== undefined ? { name: str(body.name, "name") } : {}),
-            ...(body.rate_limit !== undefined ? { rateLimit: body.rate_limit as number | null } : {}),
-            ...(body.allowed_tools !== undefined
-              ? { allowedTools: strList(body.allowed_tools, "allowed_tools") }
-              : {}),
-            ...(body.feature_flags !== undefined
-              ? { featureFlags: flags(body.feature_flags), replaceFlags: body.replace_flags === true }
-              : {}),
-            ...(body.convert_trial === true ? { convertTrial: true } : {}),
-          });
+          const record = await t.update(actor, params.id!, tenantUpdateFromJson(body));
           return json(tenantToJson(record));
         },
       },
@@ -252,6 +233,37 @@ export class AdminRoutes {
     }
     return { id: `admin:${token.userId}`, requestId, admin: { adminId: token.userId, issuer: token.issuer } };
   }
+}
+
+/** The JSON form of `tenants create` (admin API and CLI) → what TenantService takes. */
+export function newTenantFromJson(body: Record<string, unknown>): NewTenant {
+  return {
+    id: str(body.id, "id"),
+    name: str(body.name, "name"),
+    ...(body.rate_limit !== undefined ? { rateLimit: body.rate_limit as number | null } : {}),
+    ...(body.allowed_tools !== undefined
+      ? { allowedTools: strList(body.allowed_tools, "allowed_tools") }
+      : {}),
+    ...(body.feature_flags !== undefined ? { featureFlags: flags(body.feature_flags) } : {}),
+    ...(body.trial_days !== undefined ? { trialDays: body.trial_days as number } : {}),
+  };
+}
+
+/** The JSON form of `tenants update` (admin API and CLI) → what TenantService takes. */
+export function tenantUpdateFromJson(
+  body: Record<string, unknown>,
+): TenantUpdate & { convertTrial?: boolean } {
+  return {
+    ...(body.name !== undefined ? { name: str(body.name, "name") } : {}),
+    ...(body.rate_limit !== undefined ? { rateLimit: body.rate_limit as number | null } : {}),
+    ...(body.allowed_tools !== undefined
+      ? { allowedTools: strList(body.allowed_tools, "allowed_tools") }
+      : {}),
+    ...(body.feature_flags !== undefined
+      ? { featureFlags: flags(body.feature_flags), replaceFlags: body.replace_flags === true }
+      : {}),
+    ...(body.convert_trial === true ? { convertTrial: true } : {}),
+  };
 }
 
 function parseObject(raw: Buffer): Record<string, unknown> {

@@ -1,4 +1,4 @@
-import { createHash } from "node:crypto";
+import { hash } from "node:crypto";
 
 /** No verified token is trusted from memory for longer than this, whatever its `exp`. */
 export const TOKEN_CACHE_MAX_AGE_MS = 5 * 60 * 1000;
@@ -33,7 +33,8 @@ export class TokenCache<T> {
 
   /** The cache key of a token. */
   static keyOf(token: string): string {
-    return createHash("sha256").update(token).digest("base64url");
+    // The one-shot form: no Hash object per request.
+    return hash("sha256", token, "base64url");
   }
 
   /** The cached value, unless it has expired at `now` (epoch ms); expired entries are dropped. */

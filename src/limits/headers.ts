@@ -30,3 +30,17 @@ export function rateLimitHeaders(decision: RateLimitDecision, windowSeconds = 60
   }
   return headers;
 }
+
+/** The allowed-request fields of {@link rateLimitHeaders}, appended to a flat header list (the request path's form). */
+export function appendRateLimitHeaders(
+  list: string[],
+  decision: RateLimitDecision,
+  windowSeconds = 60,
+): void {
+  list.push(
+    "RateLimit-Policy",
+    `"default";q=${decision.limit};w=${windowSeconds}`,
+    "RateLimit",
+    `"default";r=${decision.remaining};t=${Math.ceil(decision.resetMs / 1000)}`,
+  );
+}

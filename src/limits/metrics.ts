@@ -1,4 +1,5 @@
-import { Counter, type Registry } from "prom-client";
+import type { Registry } from "prom-client";
+import { registerCollected, type Sample } from "../server/collected-metric.js";
 
 /** The label value shared by tenants beyond the label budget. */
 export const OTHER_TENANT_LABEL = "_other";
@@ -10,53 +11,72 @@ export interface RateLimitMetricsOptions {
   maxTenantLabels?: number;
 }
 
-type Child = ReturnType<Counter<"tenant">["labels"]>;
+const ALLOWED = "tenantry_rate_limit_allowed_total";
 
-function counter(registry: Registry, name: string, help: string): Counter<"tenant"> {
-  const existing = registry.getSingleMetric(name);
-  if (existing instanceof Counter) return existing as Counter<"tenant">;
-  return new Counter({ name, help, labelNames: ["tenant"], registers: [registry] });
+/** Decisions counted under one `tenant` label. */
+interface Tally {
+  allowed: number;
+  limited: number;
 }
 
 /**
  * Per-tenant counters of rate-limit decisions, `tenantry_rate_limit_allowed_total` and
  * `tenantry_rate_limit_limited_total` (label `tenant`). Cardinality is bounded: the first
  * `maxTenantLabels` tenants seen get their own series; the rest share `tenant="_other"`.
+ * The request path adds to a number; series are built when the registry is scraped.
  */
 export class RateLimitMetrics {
-  readonly #allowed: Counter<"tenant">;
-  readonly #limited: Counter<"tenant">;
-  readonly #children = new Map<string, [allowed: Child, limited: Child]>();
+  /** Label → tally, one per series; shared by every RateLimitMetrics on the same registry. */
+  readonly #series: Map<string, Tally>;
   readonly #max: number;
 
   constructor(options: RateLimitMetricsOptions) {
     this.#max = options.maxTenantLabels ?? 1000;
-    this.#allowed = counter(
-      options.registry,
-      "tenantry_rate_limit_allowed_total",
-      "Requests the rate limiter allowed.",
-    );
-    this.#limited = counter(
-      options.registry,
-      "tenantry_rate_limit_limited_total",
-      "Requests the rate limiter denied.",
-    );
+    const existing = options.registry.getSingleMetric(ALLOWED) as { series?: Map<string, Tally> } | undefined;
+    if (existing?.series) {
+      this.#series = existing.series;
+      return;
+    }
+    const series = new Map<string, Tally>();
+    this.#series = series;
+    const samples = (kind: keyof Tally): Sample[] =>
+      [...series]
+        .filter(([, tally]) => tally[kind] > 0)
+        .map(([tenant, tally]) => ({ labels: { tenant }, value: tally[kind] }));
+    const reset = () => series.clear();
+    registerCollected(options.registry, {
+      name: ALLOWED,
+      help: "Requests the rate limiter allowed.",
+      type: "counter",
+      collect: () => samples("allowed"),
+      reset,
+      extra: { series },
+    });
+    registerCollected(options.registry, {
+      name: "tenantry_rate_limit_limited_total",
+      help: "Requests the rate limiter denied.",
+      type: "counter",
+      collect: () => samples("limited"),
+      reset,
+    });
   }
 
   /** Counts one decision for `tenantId`. */
   recordDecision(tenantId: string, allowed: boolean): void {
-    const [allowedChild, limitedChild] = this.#childrenFor(tenantId);
-    (allowed ? allowedChild : limitedChild).inc();
+    const tally = this.#tallyFor(tenantId);
+    if (allowed) tally.allowed++;
+    else tally.limited++;
   }
 
-  #childrenFor(tenantId: string): [Child, Child] {
-    const cached = this.#children.get(tenantId);
-    if (cached) return cached;
-    const label = this.#children.size < this.#max ? tenantId : OTHER_TENANT_LABEL;
-    const other = this.#children.get(label);
-    if (other) return other;
-    const created: [Child, Child] = [this.#allowed.labels(label), this.#limited.labels(label)];
-    this.#children.set(label, created);
-    return created;
+  #tallyFor(tenantId: string): Tally {
+    const own = this.#series.get(tenantId);
+    if (own) return own;
+    const label = this.#series.size < this.#max ? tenantId : OTHER_TENANT_LABEL;
+    let tally = this.#series.get(label);
+    if (!tally) {
+      tally = { allowed: 0, limited: 0 };
+      this.#series.set(label, tally);
+    }
+    return tally;
   }
 }

@@ -33,6 +33,8 @@ export interface RateLimiter {
   readonly backend: RateLimitConfig["backend"];
   /** Decides one request of `tenantKey`, whose limit is `limitPerMinute` (an integer ≥ 1). */
   check(tenantKey: string, limitPerMinute: number): Promise<RateLimitDecision>;
+  /** {@link check}, synchronous where the state is in this process (the memory backend): the request path. */
+  decide(tenantKey: string, limitPerMinute: number): RateLimitDecision | Promise<RateLimitDecision>;
   close(): Promise<void>;
 }
 
@@ -59,20 +61,28 @@ export function createRateLimiter(config: RateLimitConfig, deps: RateLimiterDeps
       maxTrackedTenants: config.max_tracked_tenants,
       ...(deps.now ? { now: deps.now } : {}),
     });
-  const store: RateLimitStore =
-    config.backend === "memory"
-      ? memory()
-      : new FallbackStore(new RedisStore({ url: config.redis_url, keyPrefix: config.key_prefix }), {
-          onBackendError: config.on_backend_error,
-          log: deps.log,
-          ...(config.on_backend_error === "local" ? { local: memory() } : {}),
-        });
-  return {
-    backend: config.backend,
-    check: (tenantKey, limitPerMinute) =>
-      store.check(tenantKey, limitPerMinute, burstFor(limitPerMinute, config.burst)),
-    close: () => store.close(),
-  };
+  if (config.backend === "memory") {
+    const local = memory();
+    return {
+      backend: config.backend,
+      check: (tenantKey, limitPerMinute) =>
+        local.check(tenantKey, limitPerMinute, burstFor(limitPerMinute, config.burst)),
+      decide: (tenantKey, limitPerMinute) =>
+        local.take(tenantKey, limitPerMinute, burstFor(limitPerMinute, config.burst)),
+      close: () => local.close(),
+    };
+  }
+  const store: RateLimitStore = new FallbackStore(
+    new RedisStore({ url: config.redis_url, keyPrefix: config.key_prefix }),
+    {
+      onBackendError: config.on_backend_error,
+      log: deps.log,
+      ...(config.on_backend_error === "local" ? { local: memory() } : {}),
+    },
+  );
+  const check = (tenantKey: string, limitPerMinute: number) =>
+    store.check(tenantKey, limitPerMinute, burstFor(limitPerMinute, config.burst));
+  return { backend: config.backend, check, decide: check, close: () => store.close() };
 }
 
 /**

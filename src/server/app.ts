@@ -21,6 +21,7 @@ import { storagePrefixForKey } from "../isolation/names.js";
 import { createObjectStore } from "../isolation/storage/create-object-store.js";
 import type { ObjectStore } from "../isolation/storage/object-store.js";
 import { TenantStorage } from "../isolation/storage/tenant-storage.js";
+import type { TenantTransaction } from "../isolation/tenant-db.js";
 import { InFlightLimiter } from "../limits/concurrency.js";
 import { createRateLimiter, type RateLimiter } from "../limits/rate-limiter.js";
 import { TenantRegistry } from "../tenancy/registry.js";
@@ -184,14 +185,25 @@ export class TenantryApp {
     this.#closers.push(() => adminStage.purgeJob.stop());
 
     const mapper: MapperContext = { wwwAuthenticate: (p) => wwwAuthenticate(c, p) };
+    const isolation = this.isolation;
+    const objects = this.objects;
+    const storageOptions = { maxObjectBytes: c.storage.max_object_bytes, log: this.log };
     const resources: ResourceFactory = {
+      // Each handle is made on first use: a tool that touches neither database nor storage pays for neither.
       open: (_scope, record) => {
-        const db = this.isolation.open(record);
-        const storage = new TenantStorage(this.objects, storagePrefixForKey(record.key), {
-          maxObjectBytes: c.storage.max_object_bytes,
-          log: this.log,
-        });
-        return { db, storage, finish: (ok) => db.finish(ok) };
+        let db: TenantTransaction | undefined;
+        let storage: TenantStorage | undefined;
+        return {
+          get db() {
+            db ??= isolation.open(record);
+            return db;
+          },
+          get storage() {
+            storage ??= new TenantStorage(objects, storagePrefixForKey(record.key), storageOptions);
+            return storage;
+          },
+          finish: (ok) => db?.finish(ok),
+        };
       },
     };
     const dispatcher = new McpDispatcher(this.tools, resources, {

@@ -15,11 +15,15 @@ import {
 } from "./json-rpc.js";
 import { inToolSpan } from "./tracing.js";
 
-/** Per-call handles (`ctx.db`, `ctx.storage`) with a hook to commit or roll back when the tool ends. */
+/**
+ * Per-call handles (`ctx.db`, `ctx.storage`) with a hook to commit or roll back when the tool ends.
+ * Implementations create each handle on first use, so a tool that touches neither pays for neither;
+ * `finish` returns `undefined` when there is nothing to commit.
+ */
 export interface CallResources {
   readonly db: ToolContext["db"];
   readonly storage: ToolContext["storage"];
-  finish(ok: boolean): Promise<void>;
+  finish(ok: boolean): Promise<void> | undefined;
 }
 
 export interface ResourceFactory {
@@ -40,6 +44,8 @@ export interface DispatchState {
   readonly requestId: string;
   readonly log: Logger;
   readonly notes: DispatchNotes;
+  /** Whether the request span records (an OpenTelemetry SDK is registered and sampled it). */
+  readonly traced?: boolean;
 }
 
 export interface DispatcherOptions {
@@ -67,7 +73,11 @@ export class McpDispatcher {
     this.#options = options;
   }
 
-  async request(message: JsonRpcRequest & { id: JsonRpcId }, state: DispatchState): Promise<JsonRpcResponse> {
+  /** Answers one request; synchronously unless the tool it calls returns a promise. */
+  request(
+    message: JsonRpcRequest & { id: JsonRpcId },
+    state: DispatchState,
+  ): JsonRpcResponse | Promise<JsonRpcResponse> {
     state.notes.method = message.method;
     const params = message.params ?? {};
     switch (message.method) {
@@ -106,11 +116,11 @@ export class McpDispatcher {
     };
   }
 
-  async #call(
+  #call(
     id: JsonRpcId,
     params: Record<string, unknown>,
     state: DispatchState,
-  ): Promise<JsonRpcResponse> {
+  ): JsonRpcResponse | Promise<JsonRpcResponse> {
     const name = params.name;
     if (typeof name !== "string") {
       state.notes.outcome = "error";
@@ -132,49 +142,120 @@ export class McpDispatcher {
       return rpcResult(id, toolError(`Invalid arguments for tool ${name}: ${why}`));
     }
     const scope = state.scope;
-    let resources: CallResources | undefined;
-    const controller = new AbortController();
-    try {
-      let ctx: ToolContext;
-      if (scope.kind === "tenant") {
-        resources = this.#resources.open(scope, state.record!);
-        ctx = {
-          tenant: scope.tenant,
-          tenantRecord: state.record!,
-          db: resources.db,
-          storage: resources.storage,
-          log: state.log,
-          requestId: state.requestId,
-          signal: controller.signal,
-        };
-      } else {
-        ctx = {
-          log: state.log,
-          requestId: state.requestId,
-          signal: controller.signal,
-          ...this.#options.adminContext?.(scope, state),
-        } as unknown as ToolContext;
-      }
-      const output = await inToolSpan(
-        name,
-        scope.kind === "tenant" ? scope.tenant.tenantId : undefined,
-        async () => tool.definition.run(parsed.data, ctx),
+    const call = new ToolCall(
+      scope,
+      state,
+      scope.kind === "tenant" ? this.#resources.open(scope, state.record!) : undefined,
+      this.#options,
+    );
+    const run = () => tool.definition.run(parsed.data, call.ctx);
+    if (state.traced) {
+      const tenantId = scope.kind === "tenant" ? scope.tenant.tenantId : undefined;
+      return inToolSpan(name, tenantId, async () => run()).then(
+        (output) => call.succeeded(id, output),
+        (error: unknown) => call.failed(id, name, error),
       );
-      await resources?.finish(true);
-      state.notes.outcome = "ok";
-      return rpcResult(id, toCallResult(output));
-    } catch (error) {
-      controller.abort();
-      await resources?.finish(false).catch(() => {});
-      state.notes.outcome = "error";
-      if (error instanceof TenantryError) {
-        state.notes.errorCode = error.code;
-        return rpcResult(id, toolError(`${error.code}: ${error.message}`));
-      }
-      state.notes.errorCode = "tool_failed";
-      state.log.error({ err: error, tool: name }, "tool failed");
-      return rpcResult(id, toolError(`Tool ${name} failed`));
     }
+    let output: unknown;
+    try {
+      output = run();
+    } catch (error) {
+      return call.failed(id, name, error);
+    }
+    if (output instanceof Promise) {
+      return output.then(
+        (value) => call.succeeded(id, value),
+        (error: unknown) => call.failed(id, name, error),
+      );
+    }
+    return call.succeeded(id, output);
+  }
+}
+
+/**
+ * One tool call: its context, built lazily (`ctx.db`, `ctx.storage` and `ctx.signal` cost nothing
+ * until the tool reads them), and its ending — commit on success, roll back and abort on failure.
+ */
+class ToolCall {
+  readonly ctx: ToolContext;
+  readonly #state: DispatchState;
+  readonly #resources: CallResources | undefined;
+  #controller: AbortController | undefined;
+
+  constructor(
+    scope: TenantScope,
+    state: DispatchState,
+    resources: CallResources | undefined,
+    options: DispatcherOptions,
+  ) {
+    this.#state = state;
+    this.#resources = resources;
+    const signal = () => {
+      this.#controller ??= new AbortController();
+      return this.#controller.signal;
+    };
+    if (scope.kind === "tenant") {
+      const r = resources!;
+      this.ctx = {
+        tenant: scope.tenant,
+        tenantRecord: state.record!,
+        get db() {
+          return r.db;
+        },
+        get storage() {
+          return r.storage;
+        },
+        log: state.log,
+        requestId: state.requestId,
+        get signal() {
+          return signal();
+        },
+      };
+    } else {
+      this.ctx = {
+        log: state.log,
+        requestId: state.requestId,
+        get signal() {
+          return signal();
+        },
+        ...options.adminContext?.(scope, state),
+      } as unknown as ToolContext;
+    }
+  }
+
+  succeeded(id: JsonRpcId, output: unknown): JsonRpcResponse | Promise<JsonRpcResponse> {
+    const finishing = this.#resources?.finish(true);
+    if (finishing === undefined) return this.#ok(id, output);
+    return finishing.then(
+      () => this.#ok(id, output),
+      // A failed commit is a failed call: nothing the tool wrote was kept.
+      (error: unknown) => this.failed(id, this.#state.notes.tool ?? "", error),
+    );
+  }
+
+  #ok(id: JsonRpcId, output: unknown): JsonRpcResponse {
+    this.#state.notes.outcome = "ok";
+    return rpcResult(id, toCallResult(output));
+  }
+
+  failed(id: JsonRpcId, name: string, error: unknown): JsonRpcResponse | Promise<JsonRpcResponse> {
+    this.#controller?.abort();
+    const finishing = this.#resources?.finish(false);
+    const answer = () => this.#error(id, name, error);
+    if (finishing === undefined) return answer();
+    return finishing.then(answer, answer);
+  }
+
+  #error(id: JsonRpcId, name: string, error: unknown): JsonRpcResponse {
+    const notes = this.#state.notes;
+    notes.outcome = "error";
+    if (error instanceof TenantryError) {
+      notes.errorCode = error.code;
+      return rpcResult(id, toolError(`${error.code}: ${error.message}`));
+    }
+    notes.errorCode = "tool_failed";
+    this.#state.log.error({ err: error, tool: name }, "tool failed");
+    return rpcResult(id, toolError(`Tool ${name} failed`));
   }
 }
 

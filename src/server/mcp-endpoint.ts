@@ -4,17 +4,17 @@ import type { Logger } from "pino";
 import type { AuditEvent, AuditSink } from "../audit/audit-event.js";
 import { TenantryError } from "../errors.js";
 import type { InFlightLimiter, Release } from "../limits/concurrency.js";
-import { rateLimitHeaders } from "../limits/headers.js";
-import { type RateLimiter, rateLimitError } from "../limits/rate-limiter.js";
+import { appendRateLimitHeaders } from "../limits/headers.js";
+import { type RateLimitDecision, type RateLimiter, rateLimitError } from "../limits/rate-limiter.js";
 import type { TenantScope } from "../tenancy/context.js";
 import { isJsonContentType, readBody } from "./body.js";
 import { type MapperContext, toHttpError } from "./error-mapper.js";
-import { classify, type JsonRpcResponse, RPC, rpcError } from "./json-rpc.js";
-import type { DispatchNotes, McpDispatcher } from "./mcp-dispatcher.js";
+import { classify, type Incoming, type JsonRpcResponse, RPC, rpcError } from "./json-rpc.js";
+import type { DispatchNotes, DispatchState, McpDispatcher } from "./mcp-dispatcher.js";
 import type { ServerMetrics } from "./metrics.js";
 import type { AdmissionPipeline, Admitted, Identified } from "./pipeline.js";
 import type { RequestIds } from "./request-id.js";
-import { sendHttpError, sendJson } from "./respond.js";
+import { type HeaderList, sendHttpError, sendJson, sendJsonText } from "./respond.js";
 import type { SessionStore } from "./sessions.js";
 import { endRequestSpan, startRequestSpan } from "./tracing.js";
 
@@ -36,6 +36,17 @@ export interface McpEndpointDeps {
 
 const SESSION_HEADER = "mcp-session-id";
 
+let lastMs = Number.NaN;
+let lastIso = "";
+/** `new Date(ms).toISOString()`, remembered for the millisecond: requests arrive many per millisecond. */
+function isoTime(ms: number): string {
+  if (ms !== lastMs) {
+    lastMs = ms;
+    lastIso = new Date(ms).toISOString();
+  }
+  return lastIso;
+}
+
 /**
  * `/mcp`: the request pipeline in the order DESIGN.md gives, one direction, no back and forth —
  * request limits → authenticate → identify → admit → rate-limit → dispatch → audit.
@@ -52,7 +63,6 @@ export class McpEndpoint {
     const started = performance.now();
     const span = startRequestSpan();
     const requestId = d.ids.next(req.headers["x-request-id"]);
-    res.setHeader("X-Request-Id", requestId);
     const notes: DispatchNotes = { method: req.method ?? "?", tool: null, outcome: "ok", errorCode: null };
     let admitted: Admitted | undefined;
     let release: Release | undefined;
@@ -92,8 +102,13 @@ export class McpEndpoint {
         throw new TenantryError("bad_request", `unsupported MCP-Protocol-Version ${version.slice(0, 40)}`);
       }
 
-      admitted = await d.pipeline.admit(req, identified);
-      const rateHeaders = await this.#limit(admitted);
+      // Each stage answers synchronously when it can (cached token, cached tenant, in-memory
+      // limiter), so a warm request runs start to finish without waiting on the event loop.
+      const admitting = d.pipeline.admit(req, identified);
+      admitted = admitting instanceof Promise ? await admitting : admitting;
+      const headers: HeaderList = ["X-Request-Id", requestId];
+      const limiting = this.#limit(admitted, headers);
+      if (limiting !== undefined) await limiting;
       release = this.#acquire(admitted.scope);
 
       if (req.method === "DELETE") {
@@ -102,20 +117,23 @@ export class McpEndpoint {
         if (typeof sid !== "string" || !d.sessions!.delete(sid, admitted.scope)) {
           throw new TenantryError("session_not_found", "no such session");
         }
-        res.writeHead(200, rateHeaders).end();
+        res.writeHead(200, headers).end();
         return;
       }
       const body = await readBody(req, d.maxBodyBytes);
-      await this.#post(req, res, body, admitted, rateHeaders, requestId, notes);
+      const posting = this.#post(req, res, body, admitted, headers, requestId, notes, span.isRecording());
+      if (posting !== undefined) await posting;
     } catch (error) {
       const mapped = toHttpError(error, d.mapper);
       notes.outcome = mapped.status === 500 ? "error" : "denied";
       notes.errorCode = mapped.body.error;
       if (mapped.status === 500) d.log.error({ err: error, request_id: requestId }, "request failed");
       if (error instanceof TenantryError && error.code === "session_not_found") {
-        sendJson(res, 404, rpcError(null, RPC.sessionNotFound, "Session not found"));
+        sendJson(res, 404, rpcError(null, RPC.sessionNotFound, "Session not found"), {
+          "X-Request-Id": requestId,
+        });
       } else {
-        sendHttpError(res, mapped);
+        sendHttpError(res, mapped, { "X-Request-Id": requestId });
       }
     } finally {
       release?.();
@@ -132,15 +150,17 @@ export class McpEndpoint {
     }
   }
 
-  async #post(
+  /** Parses and dispatches a POST body; returns a promise only when a message had to wait (an async tool). */
+  #post(
     req: IncomingMessage,
     res: ServerResponse,
     body: Buffer,
     admitted: Admitted,
-    headers: Record<string, string>,
+    headers: HeaderList,
     requestId: string,
     notes: DispatchNotes,
-  ): Promise<void> {
+    traced: boolean,
+  ): Promise<void> | undefined {
     const d = this.#d;
     let parsed: unknown;
     try {
@@ -148,50 +168,93 @@ export class McpEndpoint {
     } catch {
       notes.outcome = "error";
       notes.errorCode = "parse_error";
-      sendJson(res, 400, rpcError(null, RPC.parseError, "Parse error"), headers);
+      sendJsonText(res, 400, JSON.stringify(rpcError(null, RPC.parseError, "Parse error")), headers);
       return;
     }
     const batch = Array.isArray(parsed);
     const messages = batch ? (parsed as unknown[]) : [parsed];
     if (messages.length === 0) {
-      sendJson(res, 400, rpcError(null, RPC.invalidRequest, "empty batch"), headers);
+      sendJsonText(res, 400, JSON.stringify(rpcError(null, RPC.invalidRequest, "empty batch")), headers);
       return;
     }
     const incoming = messages.map(classify);
-    const isInit = incoming.some((m) => m.kind === "request" && m.message.method === "initialize");
     if (d.sessions) {
+      const isInit = incoming.some((m) => m.kind === "request" && m.message.method === "initialize");
       if (isInit) {
         if (messages.length > 1) {
-          sendJson(res, 400, rpcError(null, RPC.invalidRequest, "initialize must be sent alone"), headers);
+          sendJsonText(
+            res,
+            400,
+            JSON.stringify(rpcError(null, RPC.invalidRequest, "initialize must be sent alone")),
+            headers,
+          );
           return;
         }
-        headers = { ...headers, "Mcp-Session-Id": d.sessions.create(admitted.scope) };
+        headers.push("Mcp-Session-Id", d.sessions.create(admitted.scope));
       } else {
         const sid = req.headers[SESSION_HEADER];
         if (typeof sid !== "string") {
-          sendJson(
-            res,
-            400,
-            rpcError(null, RPC.connectionClosed, "Bad Request: Mcp-Session-Id header is required"),
-            headers,
+          const error = rpcError(
+            null,
+            RPC.connectionClosed,
+            "Bad Request: Mcp-Session-Id header is required",
           );
+          sendJsonText(res, 400, JSON.stringify(error), headers);
           return;
         }
         if (!d.sessions.touch(sid, admitted.scope)) throw new TenantryError("session_not_found");
       }
     }
-    const state = { scope: admitted.scope, record: admitted.record, requestId, log: d.log, notes };
+    const state: DispatchState = {
+      scope: admitted.scope,
+      record: admitted.record,
+      requestId,
+      log: d.log,
+      notes,
+      traced,
+    };
     const responses: JsonRpcResponse[] = [];
-    for (const m of incoming) {
-      if (m.kind === "request") responses.push(await d.dispatcher.request(m.message, state));
-      else if (m.kind === "invalid") responses.push(rpcError(m.id, RPC.invalidRequest, m.reason));
+    for (let i = 0; i < incoming.length; i++) {
+      const m = incoming[i]!;
+      if (m.kind === "request") {
+        const answer = d.dispatcher.request(m.message, state);
+        // The first message that has to wait moves the rest of the batch onto the async path.
+        if (answer instanceof Promise)
+          return this.#postAsync(res, answer, incoming, i, state, responses, batch, headers);
+        responses.push(answer);
+      } else if (m.kind === "invalid") responses.push(rpcError(m.id, RPC.invalidRequest, m.reason));
       else if (m.kind === "notification") notes.method = m.message.method;
     }
+    this.#respond(res, responses, batch, headers);
+    return undefined;
+  }
+
+  async #postAsync(
+    res: ServerResponse,
+    pending: Promise<JsonRpcResponse>,
+    incoming: readonly Incoming[],
+    at: number,
+    state: DispatchState,
+    responses: JsonRpcResponse[],
+    batch: boolean,
+    headers: HeaderList,
+  ): Promise<void> {
+    responses.push(await pending);
+    for (let i = at + 1; i < incoming.length; i++) {
+      const m = incoming[i]!;
+      if (m.kind === "request") responses.push(await this.#d.dispatcher.request(m.message, state));
+      else if (m.kind === "invalid") responses.push(rpcError(m.id, RPC.invalidRequest, m.reason));
+      else if (m.kind === "notification") state.notes.method = m.message.method;
+    }
+    this.#respond(res, responses, batch, headers);
+  }
+
+  #respond(res: ServerResponse, responses: JsonRpcResponse[], batch: boolean, headers: HeaderList): void {
     if (responses.length === 0) {
       res.writeHead(202, headers).end();
       return;
     }
-    sendJson(res, 200, batch ? responses : responses[0], headers);
+    sendJsonText(res, 200, JSON.stringify(batch ? responses : responses[0]), headers);
   }
 
   #checkOrigin(req: IncomingMessage): void {
@@ -200,15 +263,22 @@ export class McpEndpoint {
     throw new TenantryError("forbidden", "this Origin may not call the MCP endpoint");
   }
 
-  async #limit(admitted: Admitted): Promise<Record<string, string>> {
-    if (admitted.scope.kind !== "tenant") return {};
+  /** Rate-limits a tenant request, adding the RateLimit headers; a promise only when the store is remote. */
+  #limit(admitted: Admitted, headers: HeaderList): Promise<void> | undefined {
+    if (admitted.scope.kind !== "tenant") return undefined;
     const d = this.#d;
     const tenantId = admitted.scope.tenant.tenantId;
     const limit = admitted.record?.config.rateLimit ?? d.defaultRateLimit;
-    const decision = await d.limiter.check(tenantId, limit);
-    d.metrics.rateLimit(tenantId, decision.allowed);
+    const deciding = d.limiter.decide(tenantId, limit);
+    if (!(deciding instanceof Promise)) return this.#decided(tenantId, deciding, headers);
+    return deciding.then((decision) => this.#decided(tenantId, decision, headers));
+  }
+
+  #decided(tenantId: string, decision: RateLimitDecision, headers: HeaderList): undefined {
+    this.#d.metrics.rateLimit(tenantId, decision.allowed);
     if (!decision.allowed) throw rateLimitError(decision);
-    return rateLimitHeaders(decision) as unknown as Record<string, string>;
+    appendRateLimitHeaders(headers, decision);
+    return undefined;
   }
 
   #acquire(scope: TenantScope): Release | undefined {
@@ -248,7 +318,7 @@ export class McpEndpoint {
       );
     }
     const event: AuditEvent = {
-      at: new Date(Date.now() - latencyMs).toISOString(),
+      at: isoTime(Math.floor(Date.now() - latencyMs)),
       kind: "request",
       tenantId: tenant?.tenantId ?? null,
       userId: tenant?.userId ?? (scope?.kind === "global" ? `admin:${scope.adminId}` : null),

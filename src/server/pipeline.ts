@@ -9,6 +9,11 @@ import { identify } from "../tenancy/identify.js";
 import type { TenantRegistry } from "../tenancy/registry.js";
 import type { TenantRecord } from "../tenancy/tenant.js";
 
+/** A registry that cannot be read fails the request (503); it never lets it through. */
+function registryUnavailable(cause: unknown): TenantryError {
+  return new TenantryError("service_unavailable", "the tenant registry is unavailable", { cause });
+}
+
 /** What authentication, identification and admission hand forward. */
 export interface Admitted {
   readonly scope: TenantScope;
@@ -68,26 +73,49 @@ export class AdmissionPipeline {
     this.#impersonations = impersonations;
   }
 
-  async admit(req: IncomingMessage, identified: Identified = {}): Promise<Admitted> {
-    const token = this.#auth.enabled
-      ? await this.#verifier.verify(bearerToken(req.headers.authorization))
-      : ANONYMOUS;
-    let scope = identify(token, this.#auth);
+  /**
+   * Admits a request. Synchronous when every answer is in memory (a token verified before, a
+   * cached tenant), a promise otherwise; either way a refusal is a thrown (or rejected) TenantryError.
+   */
+  admit(req: IncomingMessage, identified: Identified = {}): Admitted | Promise<Admitted> {
+    if (!this.#auth.enabled) return this.#afterAuth(req, ANONYMOUS, identified);
+    const token = bearerToken(req.headers.authorization);
+    const known = this.#verifier.cached(token);
+    if (known !== undefined) return this.#afterAuth(req, known, identified);
+    return this.#verifier.verify(token).then((verified) => this.#afterAuth(req, verified, identified));
+  }
+
+  #afterAuth(
+    req: IncomingMessage,
+    token: VerifiedToken,
+    identified: Identified,
+  ): Admitted | Promise<Admitted> {
+    const scope = identify(token, this.#auth);
     identified.scope = scope;
     const grant = req.headers[IMPERSONATION_HEADER];
-    if (grant !== undefined) {
-      scope = await this.#impersonate(scope, grant);
-      identified.scope = scope;
-    }
+    if (grant === undefined) return this.#admitScope(scope);
+    return this.#impersonate(scope, grant).then((acting) => {
+      identified.scope = acting;
+      return this.#admitScope(acting);
+    });
+  }
+
+  #admitScope(scope: TenantScope): Admitted | Promise<Admitted> {
     if (scope.kind === "global") return { scope, record: undefined };
     const id = scope.tenant.tenantId;
-    let record: TenantRecord | undefined;
+    let found: ReturnType<TenantRegistry["get"]>;
     try {
-      record = await this.#registry.get(id);
+      found = this.#registry.get(id);
     } catch (error) {
-      throw new TenantryError("service_unavailable", "the tenant registry is unavailable", { cause: error });
+      throw registryUnavailable(error);
     }
-    return { scope, record: admit(id, record) };
+    if (!(found instanceof Promise)) return { scope, record: admit(id, found) };
+    return found.then(
+      (record) => ({ scope, record: admit(id, record) }),
+      (error: unknown) => {
+        throw registryUnavailable(error);
+      },
+    );
   }
 
   async #impersonate(scope: TenantScope, grant: string | string[]): Promise<TenantScope> {

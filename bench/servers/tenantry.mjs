@@ -30,7 +30,7 @@ const config = parseConfig(
       key_prefix: process.env.BENCH_RL_PREFIX ?? "tenantry:bench",
       max_in_flight_per_tenant: 0,
     },
-    audit: { sink: process.env.BENCH_AUDIT ?? "database", path: join(dir, "audit.jsonl") },
+    audit: { sink: process.env.BENCH_AUDIT ?? "database", path: join(dir, "audit.jsonl"), ...(process.env.BENCH_FLUSH ? { flush_interval_ms: Number(process.env.BENCH_FLUSH), batch_size: 50 } : {}) },
   },
   "bench",
   {},

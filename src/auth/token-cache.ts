@@ -39,13 +39,18 @@ export class TokenCache<T> {
 
   /** The cached value, unless it has expired at `now` (epoch ms); expired entries are dropped. */
   get(key: string, now: number): T | undefined {
+    return this.entry(key, now)?.value;
+  }
+
+  /** {@link get} with the time (epoch ms) until which the value may be used. */
+  entry(key: string, now: number): { readonly value: T; readonly until: number } | undefined {
     const entry = this.#entries.get(key);
     if (entry === undefined) return undefined;
     if (now >= entry.until) {
       this.#entries.delete(key);
       return undefined;
     }
-    return entry.value;
+    return entry;
   }
 
   /** Stores `value` until `expiresAtMs`, capped at {@link TOKEN_CACHE_MAX_AGE_MS} from `now`. */

@@ -28,6 +28,10 @@ export interface TokenVerifier {
    * `undefined` otherwise (then call `verify`). The request path's synchronous fast path.
    */
   cached(token: string): VerifiedToken | undefined;
+  /** {@link cached}, with the time (epoch ms, the verifier's clock) until which it may be trusted. */
+  cachedUntil(token: string): { readonly value: VerifiedToken; readonly until: number } | undefined;
+  /** The verifier's clock, epoch milliseconds. */
+  now(): number;
 }
 
 export interface VerifierOptions {
@@ -162,9 +166,13 @@ export function createTokenVerifier(auth: ResolvedAuth, options: VerifierOptions
   }
 
   return {
+    now,
     cached(token: string): VerifiedToken | undefined {
+      return this.cachedUntil(token)?.value;
+    },
+    cachedUntil(token: string) {
       if (!cache.enabled || typeof token !== "string" || token.length > auth.maxTokenBytes) return undefined;
-      return cache.get(TokenCache.keyOf(token), now());
+      return cache.entry(TokenCache.keyOf(token), now());
     },
     async verify(token: string): Promise<VerifiedToken> {
       if (typeof token !== "string" || token === "") throw invalid("missing token");

@@ -20,17 +20,18 @@ import { type AppMigration, DataIsolation } from "../isolation/data-isolation.js
 import { storagePrefixForKey } from "../isolation/names.js";
 import { createObjectStore } from "../isolation/storage/create-object-store.js";
 import type { ObjectStore } from "../isolation/storage/object-store.js";
-import { TenantStorage } from "../isolation/storage/tenant-storage.js";
+import { TenantStorage, type TenantStorageOptions } from "../isolation/storage/tenant-storage.js";
 import type { TenantTransaction } from "../isolation/tenant-db.js";
 import { InFlightLimiter } from "../limits/concurrency.js";
 import { createRateLimiter, type RateLimiter } from "../limits/rate-limiter.js";
 import { TenantRegistry } from "../tenancy/registry.js";
+import type { TenantRecord } from "../tenancy/tenant.js";
 import type { ToolDefinition } from "../tools/define-tool.js";
 import { ToolRegistry } from "../tools/tool-registry.js";
 import { type AdminRoute, AdminRoutes } from "./admin-routes.js";
 import { newControlSecret, removeControlFile, writeControlFile } from "./control-file.js";
 import type { MapperContext } from "./error-mapper.js";
-import { McpDispatcher, type ResourceFactory } from "./mcp-dispatcher.js";
+import { type CallResources, McpDispatcher, type ResourceFactory } from "./mcp-dispatcher.js";
 import { McpEndpoint } from "./mcp-endpoint.js";
 import { ServerMetrics } from "./metrics.js";
 import { AdmissionPipeline } from "./pipeline.js";
@@ -189,22 +190,7 @@ export class TenantryApp {
     const objects = this.objects;
     const storageOptions = { maxObjectBytes: c.storage.max_object_bytes, log: this.log };
     const resources: ResourceFactory = {
-      // Each handle is made on first use: a tool that touches neither database nor storage pays for neither.
-      open: (_scope, record) => {
-        let db: TenantTransaction | undefined;
-        let storage: TenantStorage | undefined;
-        return {
-          get db() {
-            db ??= isolation.open(record);
-            return db;
-          },
-          get storage() {
-            storage ??= new TenantStorage(objects, storagePrefixForKey(record.key), storageOptions);
-            return storage;
-          },
-          finish: (ok) => db?.finish(ok),
-        };
-      },
+      open: (_scope, record) => new LazyCallResources(isolation, objects, storageOptions, record),
     };
     const dispatcher = new McpDispatcher(this.tools, resources, {
       name: "tenantry",
@@ -371,4 +357,47 @@ export async function createTenantry(options: CreateTenantryOptions = {}): Promi
     ? parseConfig(options.config, options.configPath ?? "config", options.env ?? process.env)
     : await loadConfig(options.configPath ?? "tenantry.toml", options.env ?? process.env);
   return new TenantryApp(config, options);
+}
+
+/**
+ * A tool call's `ctx.db` and `ctx.storage`, each made on first use: a tool that touches neither
+ * database nor storage pays for neither, and `finish` has nothing to do.
+ */
+class LazyCallResources implements CallResources {
+  readonly #isolation: DataIsolation;
+  readonly #objects: ObjectStore;
+  readonly #storageOptions: TenantStorageOptions;
+  readonly #record: TenantRecord;
+  #db: TenantTransaction | undefined;
+  #storage: TenantStorage | undefined;
+
+  constructor(
+    isolation: DataIsolation,
+    objects: ObjectStore,
+    storageOptions: TenantStorageOptions,
+    record: TenantRecord,
+  ) {
+    this.#isolation = isolation;
+    this.#objects = objects;
+    this.#storageOptions = storageOptions;
+    this.#record = record;
+  }
+
+  get db(): TenantTransaction {
+    this.#db ??= this.#isolation.open(this.#record);
+    return this.#db;
+  }
+
+  get storage(): TenantStorage {
+    this.#storage ??= new TenantStorage(
+      this.#objects,
+      storagePrefixForKey(this.#record.key),
+      this.#storageOptions,
+    );
+    return this.#storage;
+  }
+
+  finish(ok: boolean): Promise<void> | undefined {
+    return this.#db?.finish(ok);
+  }
 }

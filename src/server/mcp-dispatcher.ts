@@ -1,7 +1,7 @@
 import { LATEST_PROTOCOL_VERSION, SUPPORTED_PROTOCOL_VERSIONS } from "@modelcontextprotocol/sdk/types.js";
 import type { Logger } from "pino";
 import { TenantryError } from "../errors.js";
-import type { TenantScope } from "../tenancy/context.js";
+import type { TenantContext, TenantScope } from "../tenancy/context.js";
 import type { TenantRecord } from "../tenancy/tenant.js";
 import type { ToolContext } from "../tools/tool-context.js";
 import type { ToolRegistry } from "../tools/tool-registry.js";
@@ -190,37 +190,22 @@ class ToolCall {
   ) {
     this.#state = state;
     this.#resources = resources;
-    const signal = () => {
-      this.#controller ??= new AbortController();
-      return this.#controller.signal;
-    };
     if (scope.kind === "tenant") {
-      const r = resources!;
-      this.ctx = {
-        tenant: scope.tenant,
-        tenantRecord: state.record!,
-        get db() {
-          return r.db;
-        },
-        get storage() {
-          return r.storage;
-        },
-        log: state.log,
-        requestId: state.requestId,
-        get signal() {
-          return signal();
-        },
-      };
+      this.ctx = new TenantToolContext(scope.tenant, state, resources!, this);
     } else {
       this.ctx = {
         log: state.log,
         requestId: state.requestId,
-        get signal() {
-          return signal();
-        },
+        signal: this.signal,
         ...options.adminContext?.(scope, state),
       } as unknown as ToolContext;
     }
+  }
+
+  /** The call's abort signal, made on first use; aborted when the call fails. */
+  get signal(): AbortSignal {
+    this.#controller ??= new AbortController();
+    return this.#controller.signal;
   }
 
   succeeded(id: JsonRpcId, output: unknown): JsonRpcResponse | Promise<JsonRpcResponse> {
@@ -256,6 +241,37 @@ class ToolCall {
     notes.errorCode = "tool_failed";
     this.#state.log.error({ err: error, tool: name }, "tool failed");
     return rpcResult(id, toolError(`Tool ${name} failed`));
+  }
+}
+
+/** `ctx` of a tenant tool: plain fields, and the handles made on first read (a class, so it stays a small object). */
+class TenantToolContext implements ToolContext {
+  readonly tenant: TenantContext;
+  readonly tenantRecord: TenantRecord;
+  readonly log: Logger;
+  readonly requestId: string;
+  readonly #resources: CallResources;
+  readonly #call: ToolCall;
+
+  constructor(tenant: TenantContext, state: DispatchState, resources: CallResources, call: ToolCall) {
+    this.tenant = tenant;
+    this.tenantRecord = state.record!;
+    this.log = state.log;
+    this.requestId = state.requestId;
+    this.#resources = resources;
+    this.#call = call;
+  }
+
+  get db(): ToolContext["db"] {
+    return this.#resources.db;
+  }
+
+  get storage(): ToolContext["storage"] {
+    return this.#resources.storage;
+  }
+
+  get signal(): AbortSignal {
+    return this.#call.signal;
   }
 }
 

@@ -60,6 +60,15 @@ export class AdmissionPipeline {
   readonly #verifier: TokenVerifier;
   readonly #registry: TenantRegistry;
   readonly #impersonations: ImpersonationResolver | undefined;
+  /**
+   * The last token each connection presented, verified, with the time it may be trusted until
+   * (the shared cache's own expiry). Held only while the connection is open, for that connection.
+   */
+  readonly #lastOnConnection = new WeakMap<
+    object,
+    { readonly header: string; readonly token: VerifiedToken; readonly until: number }
+  >();
+  readonly #scopes = new WeakMap<VerifiedToken, TenantScope>();
 
   constructor(
     auth: ResolvedAuth,
@@ -79,9 +88,21 @@ export class AdmissionPipeline {
    */
   admit(req: IncomingMessage, identified: Identified = {}): Admitted | Promise<Admitted> {
     if (!this.#auth.enabled) return this.#afterAuth(req, ANONYMOUS, identified);
-    const token = bearerToken(req.headers.authorization);
-    const known = this.#verifier.cached(token);
-    if (known !== undefined) return this.#afterAuth(req, known, identified);
+    const header = req.headers.authorization;
+    // A keep-alive connection sends the same header request after request: compare it with the
+    // last one this connection presented before hashing it for the shared cache.
+    const socket = req.socket;
+    const last = socket ? this.#lastOnConnection.get(socket) : undefined;
+    if (last !== undefined && last.header === header && this.#verifier.now() < last.until) {
+      return this.#afterAuth(req, last.token, identified);
+    }
+    const token = bearerToken(header);
+    const known = this.#verifier.cachedUntil(token);
+    if (known !== undefined) {
+      if (socket)
+        this.#lastOnConnection.set(socket, { header: header!, token: known.value, until: known.until });
+      return this.#afterAuth(req, known.value, identified);
+    }
     return this.#verifier.verify(token).then((verified) => this.#afterAuth(req, verified, identified));
   }
 
@@ -90,7 +111,12 @@ export class AdmissionPipeline {
     token: VerifiedToken,
     identified: Identified,
   ): Admitted | Promise<Admitted> {
-    const scope = identify(token, this.#auth);
+    // Claims → scope is a pure function of the (frozen, cached) verified token: derive it once.
+    let scope = this.#scopes.get(token);
+    if (scope === undefined) {
+      scope = identify(token, this.#auth);
+      this.#scopes.set(token, scope);
+    }
     identified.scope = scope;
     const grant = req.headers[IMPERSONATION_HEADER];
     if (grant === undefined) return this.#admitScope(scope);

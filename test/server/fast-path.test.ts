@@ -1,0 +1,231 @@
+/**
+ * The request path answers synchronously when everything it needs is in memory (a token verified
+ * before, the last token a connection presented, a cached tenant, the in-memory limiter, a
+ * synchronous tool). These tests pin what must not change on that path: who a request is, when a
+ * token stops being trusted, and what a batch mixing synchronous and asynchronous tools answers.
+ */
+import { Agent, request } from "node:http";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { z } from "zod";
+import { type Harness, startHarness } from "../../src/testing/harness.js";
+import { defineTool } from "../../src/tools/define-tool.js";
+
+const tools = [
+  defineTool({
+    name: "who",
+    description: "the caller's tenant and user, synchronously",
+    input: z.object({}),
+    run: (_input, ctx) => ({ tenant: ctx.tenant.tenantId, user: ctx.tenant.userId }),
+  }),
+  defineTool({
+    name: "later",
+    description: "answers after a timer",
+    input: z.object({ text: z.string() }),
+    run: async (input, ctx) => {
+      await new Promise((resolve) => setTimeout(resolve, 20));
+      return { text: input.text, tenant: ctx.tenant.tenantId };
+    },
+  }),
+  defineTool({
+    name: "boom",
+    description: "throws synchronously",
+    input: z.object({}),
+    run: () => {
+      throw new Error("kaboom");
+    },
+  }),
+];
+
+interface Reply {
+  status: number;
+  headers: Record<string, string | string[] | undefined>;
+  body: unknown;
+  reusedSocket: boolean;
+}
+
+/** One POST /mcp over `agent` (keep-alive, one socket: every request shares a connection). */
+function post(h: Harness, agent: Agent, token: string, message: unknown): Promise<Reply> {
+  const body = JSON.stringify(message);
+  return new Promise((resolve, reject) => {
+    const req = request(
+      `${h.mcpUrl}`,
+      {
+        method: "POST",
+        agent,
+        headers: {
+          "content-type": "application/json",
+          accept: "application/json, text/event-stream",
+          authorization: `Bearer ${token}`,
+          "content-length": Buffer.byteLength(body),
+        },
+      },
+      (res) => {
+        const chunks: Buffer[] = [];
+        res.on("data", (c: Buffer) => chunks.push(c));
+        res.on("end", () => {
+          const text = Buffer.concat(chunks).toString("utf8");
+          resolve({
+            status: res.statusCode ?? 0,
+            headers: res.headers,
+            body: text ? JSON.parse(text) : undefined,
+            reusedSocket: req.reusedSocket,
+          });
+        });
+      },
+    );
+    req.on("error", reject);
+    req.end(body);
+  });
+}
+
+const call = (name: string, args: Record<string, unknown> = {}, id = 1) => ({
+  jsonrpc: "2.0",
+  id,
+  method: "tools/call",
+  params: { name, arguments: args },
+});
+
+function structured(reply: Reply): Record<string, unknown> {
+  return (reply.body as { result: { structuredContent: Record<string, unknown> } }).result.structuredContent;
+}
+
+describe("the synchronous request path", () => {
+  let h: Harness;
+
+  beforeAll(async () => {
+    h = await startHarness({
+      tenants: [{ id: "acme" }, { id: "globex" }],
+      tools,
+      config: { auth: { clock_tolerance_s: 0 } },
+    });
+  });
+  afterAll(() => h.close());
+
+  it("on one keep-alive connection, each request is the tenant of its own token", async () => {
+    const agent = new Agent({ keepAlive: true, maxSockets: 1 });
+    try {
+      const acme = await h.token("acme", { sub: "alice" });
+      const globex = await h.token("globex", { sub: "bob" });
+      const seen: string[] = [];
+      for (const [i, token] of [acme, acme, globex, acme, globex, globex, acme].entries()) {
+        const reply = await post(h, agent, token, call("who"));
+        expect(reply.status).toBe(200);
+        if (i > 0) expect(reply.reusedSocket).toBe(true);
+        const who = structured(reply);
+        seen.push(`${who.tenant}/${who.user}`);
+      }
+      expect(seen).toEqual([
+        "acme/alice",
+        "acme/alice",
+        "globex/bob",
+        "acme/alice",
+        "globex/bob",
+        "globex/bob",
+        "acme/alice",
+      ]);
+    } finally {
+      agent.destroy();
+    }
+  });
+
+  it("a token that was accepted on a connection is refused on it once it expires", async () => {
+    const agent = new Agent({ keepAlive: true, maxSockets: 1 });
+    try {
+      const token = await h.issuer.auth0Token({ orgId: "acme", audience: h.audience, sub: "short" });
+      const shortLived = await h.issuer.sign(
+        { org_id: "acme", sub: "auth0|short", aud: h.audience, iss: `${h.issuer.issuer}/` },
+        { expiresIn: 2 },
+      );
+      expect((await post(h, agent, token, call("who"))).status).toBe(200);
+      expect((await post(h, agent, shortLived, call("who"))).status).toBe(200);
+      expect((await post(h, agent, shortLived, call("who"))).status).toBe(200);
+      await new Promise((resolve) => setTimeout(resolve, 2100));
+      const late = await post(h, agent, shortLived, call("who"));
+      expect(late.reusedSocket).toBe(true);
+      expect(late.status).toBe(401);
+      expect(late.body).toMatchObject({ error: "invalid_token" });
+      expect(late.headers["www-authenticate"]).toContain('error="invalid_token"');
+    } finally {
+      agent.destroy();
+    }
+  });
+
+  it("a header that differs by one character from the connection's last one is verified afresh", async () => {
+    const agent = new Agent({ keepAlive: true, maxSockets: 1 });
+    try {
+      const token = await h.token("acme");
+      expect((await post(h, agent, token, call("who"))).status).toBe(200);
+      const last = token.at(-1) === "A" ? "B" : "A";
+      const forged = `${token.slice(0, -1)}${last}`;
+      const reply = await post(h, agent, forged, call("who"));
+      expect(reply.reusedSocket).toBe(true);
+      expect(reply.status).toBe(401);
+    } finally {
+      agent.destroy();
+    }
+  });
+
+  it("a batch mixing synchronous and asynchronous tools answers every message, in order", async () => {
+    const agent = new Agent({ keepAlive: true, maxSockets: 1 });
+    try {
+      const token = await h.token("globex");
+      const reply = await post(h, agent, token, [
+        call("who", {}, 1),
+        call("later", { text: "a" }, 2),
+        { jsonrpc: "2.0", method: "notifications/initialized" },
+        call("who", {}, 3),
+        { jsonrpc: "2.0", id: 4, method: "ping" },
+        call("boom", {}, 5),
+        call("later", { text: "b" }, 6),
+      ]);
+      expect(reply.status).toBe(200);
+      const answers = reply.body as { id: number; result: Record<string, unknown> }[];
+      expect(answers.map((a) => a.id)).toEqual([1, 2, 3, 4, 5, 6]);
+      expect(answers[1]!.result.structuredContent).toEqual({ text: "a", tenant: "globex" });
+      expect(answers[4]!.result).toEqual({
+        content: [{ type: "text", text: "Tool boom failed" }],
+        isError: true,
+      });
+      expect(answers[5]!.result.structuredContent).toEqual({ text: "b", tenant: "globex" });
+    } finally {
+      agent.destroy();
+    }
+  });
+
+  it("counts requests per method and status, with a latency histogram, on /metrics", async () => {
+    const token = await h.token("acme");
+    const agent = new Agent({ keepAlive: true, maxSockets: 1 });
+    const scrape = async () => (await fetch(`${h.url}/metrics`)).text();
+    const sample = (text: string, line: string) => {
+      const found = text.split("\n").find((l) => l.startsWith(`${line} `));
+      return found ? Number(found.slice(line.length + 1)) : 0;
+    };
+    try {
+      const before = await scrape();
+      for (let i = 0; i < 5; i++) expect((await post(h, agent, token, call("who"))).status).toBe(200);
+      expect((await post(h, agent, "not-a-token", call("who"))).status).toBe(401);
+      const after = await scrape();
+      const delta = (line: string) => sample(after, line) - sample(before, line);
+      expect(delta('tenantry_requests_total{method="tools/call",status="200"}')).toBe(5);
+      expect(delta('tenantry_requests_total{method="POST",status="401"}')).toBe(1);
+      expect(delta('tenantry_request_duration_seconds_count{method="tools/call"}')).toBe(5);
+      expect(delta('tenantry_request_duration_seconds_bucket{le="+Inf",method="tools/call"}')).toBe(5);
+      expect(after).toContain("# TYPE tenantry_request_duration_seconds histogram");
+      expect(after).toContain("# TYPE tenantry_requests_total counter");
+      // Buckets are cumulative.
+      const buckets = after
+        .split("\n")
+        .filter(
+          (l) =>
+            l.startsWith('tenantry_request_duration_seconds_bucket{le="') &&
+            l.includes('method="tools/call"'),
+        )
+        .map((l) => Number(l.split(" ")[1]));
+      expect(buckets.length).toBe(14);
+      for (let i = 1; i < buckets.length; i++) expect(buckets[i]).toBeGreaterThanOrEqual(buckets[i - 1]!);
+      expect(delta('tenantry_rate_limit_allowed_total{tenant="acme"}')).toBe(5);
+    } finally {
+      agent.destroy();
+    }
+  });
+});

@@ -1,4 +1,5 @@
-// (d-plain) The same query with no tenancy machinery: bare node:http JSON-RPC + a pg pool, tenant in a WHERE.
+// (d'') For reference: the same query behind a bare node:http JSON-RPC server (no MCP, no auth),
+// a pg pool and the plain table, the tenant in a WHERE clause.
 import { createServer } from "node:http";
 import pg from "pg";
 
@@ -10,7 +11,7 @@ const server = createServer((req, res) => {
     const msg = JSON.parse(Buffer.concat(chunks).toString("utf8"));
     const tenant = req.headers["x-tenant"] ?? "bench-0";
     const { rows } = await pool.query(
-      "SELECT id, title FROM bench_items WHERE tenant_id = $1 ORDER BY id LIMIT 5",
+      "SELECT id, title FROM bench_items_plain WHERE tenant_id = $1 ORDER BY id LIMIT 5",
       [tenant],
     );
     const text = JSON.stringify({ rows });

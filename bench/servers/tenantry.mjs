@@ -1,8 +1,11 @@
-// (c) Tenantry with the full pipeline, and (d) the same with a tool doing one tenant-scoped query.
-// argv[2]: "echo" | "db". Database: BENCH_PG_URL / BENCH_PG_ADMIN_URL, else embedded PGlite.
+// (c) Tenantry with the full pipeline, (d) the same with a tool doing one tenant-scoped query, and
+// (d') the same server and query with no tenancy machinery on the data path: a plain pool, a plain
+// table (no RLS), the tenant in a WHERE clause, no transaction.
+// argv[2]: "echo" | "db" | "plain". Database: BENCH_PG_URL / BENCH_PG_ADMIN_URL, else embedded PGlite.
 import { mkdtemp } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import pg from "pg";
 import { z } from "zod";
 import { defineTool, parseConfig, TenantryApp } from "../../dist/index.js";
 import { startTestIssuer } from "../../dist/testing/index.js";
@@ -14,7 +17,7 @@ const dir = await mkdtemp(join(tmpdir(), "tenantry-bench-"));
 const shared = process.env.BENCH_ISSUER ? JSON.parse(process.env.BENCH_ISSUER) : undefined;
 const idp = shared ?? (await startTestIssuer());
 const audience = "https://bench.tenantry.test/mcp";
-const pg = process.env.BENCH_PG_URL
+const pgConfig = process.env.BENCH_PG_URL
   ? { url: process.env.BENCH_PG_URL, admin_url: process.env.BENCH_PG_ADMIN_URL, pool_size: 10 }
   : {};
 const config = parseConfig(
@@ -22,7 +25,7 @@ const config = parseConfig(
     server: { host: "127.0.0.1", port: 0, base_url: "https://bench.tenantry.test" },
     auth: { provider: "auth0", issuer: `${idp.issuer}/`, audience, jwks_uri: idp.jwksUri },
     // (a shared issuer passes { issuer, jwksUri } through the environment)
-    database: { data_dir: join(dir, "data"), ...pg },
+    database: { data_dir: join(dir, "data"), ...pgConfig },
     storage: { root: join(dir, "objects") },
     rate_limit: {
       backend: process.env.BENCH_REDIS_URL ? "redis" : "memory",
@@ -30,12 +33,18 @@ const config = parseConfig(
       key_prefix: process.env.BENCH_RL_PREFIX ?? "tenantry:bench",
       max_in_flight_per_tenant: 0,
     },
-    audit: { sink: process.env.BENCH_AUDIT ?? "database", path: join(dir, "audit.jsonl"), ...(process.env.BENCH_FLUSH ? { flush_interval_ms: Number(process.env.BENCH_FLUSH), batch_size: 50 } : {}) },
+    audit: {
+      sink: process.env.BENCH_AUDIT ?? "database",
+      path: join(dir, "audit.jsonl"),
+      ...(process.env.BENCH_FLUSH
+        ? { flush_interval_ms: Number(process.env.BENCH_FLUSH), batch_size: 50 }
+        : {}),
+    },
   },
   "bench",
   {},
 );
-const app = new TenantryApp(config, { logger: false, memoryDatabase: !pg.url, controlFile: false });
+const app = new TenantryApp(config, { logger: false, memoryDatabase: !pgConfig.url, controlFile: false });
 app.tool(
   defineTool({
     name: "echo",
@@ -51,6 +60,23 @@ app.tool(
     input: z.object({ text: z.string() }),
     async run(_input, ctx) {
       const { rows } = await ctx.db.query("SELECT id, title FROM bench_items ORDER BY id LIMIT 5");
+      return { rows };
+    },
+  }),
+);
+const plainPool = process.env.BENCH_PG_ADMIN_URL
+  ? new pg.Pool({ connectionString: process.env.BENCH_PG_ADMIN_URL, max: 10 })
+  : undefined;
+app.tool(
+  defineTool({
+    name: "items_plain",
+    description: "the same query, no tenancy machinery",
+    input: z.object({ text: z.string() }),
+    async run(_input, ctx) {
+      const { rows } = await plainPool.query(
+        "SELECT id, title FROM bench_items_plain WHERE tenant_id = $1 ORDER BY id LIMIT 5",
+        [ctx.tenant.tenantId],
+      );
       return { rows };
     },
   }),
@@ -84,15 +110,33 @@ for (let i = 0; i < tenants; i++) {
   await ensureTenant(id, 1_000_000_000, true);
   if (!shared) tokens.push(await idp.auth0Token({ orgId: id, audience, sub: `auth0|user-${i}` }));
 }
+// The plain table d' reads: the same rows per tenant, no RLS, an index leading with tenant_id.
+if (plainPool) {
+  await plainPool.query(`CREATE TABLE IF NOT EXISTS bench_items_plain (
+    id bigserial PRIMARY KEY, tenant_id text NOT NULL, title text NOT NULL)`);
+  await plainPool.query(
+    "CREATE INDEX IF NOT EXISTS bench_items_plain_tenant ON bench_items_plain (tenant_id)",
+  );
+  const { rows } = await plainPool.query("SELECT count(*)::int AS n FROM bench_items_plain");
+  if (rows[0].n === 0) {
+    await plainPool.query(
+      `INSERT INTO bench_items_plain (tenant_id, title)
+       SELECT 'bench-' || t, 'item ' || g FROM generate_series(0, $1 - 1) t, generate_series(1, 20) g`,
+      [tenants],
+    );
+  }
+}
 let limitedToken;
 if (process.env.BENCH_LIMITED) {
   await ensureTenant("bench-limited", Number(process.env.BENCH_LIMITED), false);
   if (!shared)
     limitedToken = await idp.auth0Token({ orgId: "bench-limited", audience, sub: "auth0|limited" });
 }
-process.send?.({ port, tokens, limitedToken, tool: mode === "db" ? "items" : "echo" });
+const tool = { echo: "echo", db: "items", plain: "items_plain" }[mode];
+process.send?.({ port, tokens, limitedToken, tool });
 process.on("SIGTERM", async () => {
   await app.close();
+  await plainPool?.end();
   if (!shared) await idp.close();
   process.exit(0);
 });

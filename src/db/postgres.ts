@@ -7,7 +7,17 @@ export interface PostgresOptions {
   applicationName?: string;
 }
 
-/** A `pg` pool. Each transaction holds one client from BEGIN to COMMIT/ROLLBACK. */
+/**
+ * A `pg` pool. Each transaction holds one client from BEGIN to COMMIT/ROLLBACK.
+ *
+ * Clients run in pipeline mode: a statement is written as soon as it is issued, without waiting for
+ * the one before to finish. A transaction uses that once: BEGIN with its prelude (the tenant
+ * binding) goes out together with the first statement, so a tool call's first query costs one
+ * round trip, not two. The first statement's result is only handed back once BEGIN and the prelude
+ * are known to have succeeded; had they failed, PostgreSQL refuses what follows in the aborted
+ * transaction, and even a statement that ran would have run unbound, where the policies show and
+ * accept nothing.
+ */
 export class PostgresDatabase implements Database {
   readonly kind = "postgres" as const;
   readonly #pool: pg.Pool;
@@ -22,7 +32,8 @@ export class PostgresDatabase implements Database {
       statement_timeout: options.statementTimeoutMs,
       application_name: options.applicationName ?? "tenantry",
       connectionTimeoutMillis: 5000,
-    });
+      pipeline: true,
+    } as pg.PoolConfig);
     // An idle client that dies (server restart) must not crash the process.
     this.#pool.on("error", () => {});
   }
@@ -41,20 +52,34 @@ export class PostgresDatabase implements Database {
     options: TransactionOptions = {},
   ): Promise<T> {
     const client = await this.#pool.connect();
+    // Not awaited: it travels with the first statement (see the class comment), in the same
+    // write: the socket is corked until that statement is issued, or until this turn of the event
+    // loop ends if the transaction does something else first.
+    const flush = holdWrites(client);
+    const began = client.query(options.begin ? `BEGIN; ${options.begin}` : "BEGIN");
+    began.catch(() => {}); // observed by every statement, and before COMMIT
+    const run = async <R extends Row>(text: string, params: readonly unknown[] | undefined) => {
+      const statement = client.query<R>(text, params as unknown[] | undefined);
+      flush();
+      statement.catch(() => {});
+      // No result leaves a transaction whose BEGIN or binding failed (resolved at once after the first).
+      await began;
+      return statement;
+    };
     const tx: TransactionHandle = {
       async query<R extends Row>(text: string, params: readonly unknown[] = []): Promise<QueryResult<R>> {
-        const result = await client.query<R>(text, params as unknown[]);
+        const result = await run<R>(text, params);
         return { rows: result.rows, rowCount: result.rowCount ?? result.rows.length };
       },
       async exec(sql: string): Promise<void> {
-        await client.query(sql);
+        await run(sql, undefined);
       },
     };
     let broken = false;
     try {
-      // Simple-query protocol: BEGIN and the prelude travel together, one round trip.
-      await client.query(options.begin ? `BEGIN; ${options.begin}` : "BEGIN");
       const value = await fn(tx);
+      flush();
+      await began; // a transaction that ran no statement still reports a failed BEGIN
       const end = await client.query("COMMIT");
       // COMMIT of a transaction in which a statement failed rolls back and reports no error; PGlite
       // throws 25P02 there, and so do we: the caller must not believe its writes were kept.
@@ -120,4 +145,24 @@ export class PostgresDatabase implements Database {
     this.#listeners.clear();
     await this.#pool.end();
   }
+}
+
+/**
+ * Corks a client's socket so that the next messages leave in one write; returns the function that
+ * uncorks it (idempotent), which also runs by itself at the end of this turn of the event loop.
+ * A socket without cork (another stream implementation) is left alone.
+ */
+function holdWrites(client: pg.PoolClient): () => void {
+  const stream = (client as unknown as { connection?: { stream?: { cork?(): void; uncork?(): void } } })
+    .connection?.stream;
+  if (typeof stream?.cork !== "function" || typeof stream.uncork !== "function") return () => {};
+  stream.cork();
+  let held = true;
+  const release = () => {
+    if (!held) return;
+    held = false;
+    stream.uncork!();
+  };
+  setImmediate(release);
+  return release;
 }

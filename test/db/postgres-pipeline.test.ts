@@ -1,0 +1,118 @@
+/**
+ * PostgresDatabase sends BEGIN and its prelude (the tenant binding) in the same write as the first
+ * statement of a transaction, without waiting for them. These tests pin why that is safe: no
+ * statement's result leaves a transaction whose BEGIN or binding failed, the binding never
+ * outlives its transaction on a pooled connection, and the statements still run in one
+ * transaction, in order.
+ */
+import { describe, expect, it } from "vitest";
+import { PostgresDatabase } from "../../src/db/postgres.js";
+import { withTestDatabase } from "../support/postgres.js";
+import { serviceGate } from "../support/services.js";
+
+const pgUp = await serviceGate("postgres");
+
+describe.skipIf(!pgUp)("PostgresDatabase transactions, pipelined", () => {
+  const testDb = withTestDatabase();
+  const open = (poolSize = 1) =>
+    new PostgresDatabase(testDb().adminUrl, { poolSize, statementTimeoutMs: 5000 });
+
+  it("binds the first statement: it sees the setting the prelude made", async () => {
+    const db = open();
+    try {
+      const seen = await db.transaction(
+        async (tx) =>
+          (await tx.query<{ t: string }>("SELECT current_setting('app.tenant_id', true) AS t")).rows,
+        { begin: "SELECT set_config('app.tenant_id', 'acme', true)" },
+      );
+      expect(seen).toEqual([{ t: "acme" }]);
+      // Transaction-local: the pooled connection (pool of one) carries nothing to the next user.
+      const after = await db.query<{ t: string | null }>(
+        "SELECT current_setting('app.tenant_id', true) AS t",
+      );
+      expect(after.rows[0]!.t ?? "").toBe("");
+    } finally {
+      await db.close();
+    }
+  });
+
+  it("a failed prelude fails the transaction; the statement sent with it hands back no rows", async () => {
+    const db = open();
+    try {
+      let rows: unknown;
+      const attempt = db.transaction(
+        async (tx) => {
+          rows = (await tx.query("SELECT 'secret' AS s")).rows;
+          return rows;
+        },
+        { begin: "SELECT set_config('app.tenant_id', 'acme', true), 1/0" },
+      );
+      await expect(attempt).rejects.toMatchObject({ code: "22012" }); // division_by_zero
+      expect(rows).toBeUndefined();
+      // The connection went back clean and usable.
+      expect((await db.query<{ ok: number }>("SELECT 1 AS ok")).rows).toEqual([{ ok: 1 }]);
+    } finally {
+      await db.close();
+    }
+  });
+
+  it("a transaction that runs no statement still reports a failed prelude", async () => {
+    const db = open();
+    try {
+      await expect(
+        db.transaction(async () => "nothing", { begin: "SELECT * FROM no_such_table" }),
+      ).rejects.toMatchObject({ code: "42P01" });
+    } finally {
+      await db.close();
+    }
+  });
+
+  it("statements run in one transaction, in order: a later failure rolls back the earlier writes", async () => {
+    const db = open(2);
+    try {
+      await db.exec("CREATE TABLE pipelined (n int PRIMARY KEY)");
+      await expect(
+        db.transaction(async (tx) => {
+          await tx.query("INSERT INTO pipelined VALUES (1)");
+          await tx.query("INSERT INTO pipelined VALUES (2)");
+          await tx.query("INSERT INTO pipelined VALUES (1)"); // duplicate key
+        }),
+      ).rejects.toMatchObject({ code: "23505" });
+      expect((await db.query("SELECT n FROM pipelined")).rows).toEqual([]);
+      const kept = await db.transaction(async (tx) => {
+        const [a, b] = await Promise.all([
+          tx.query("INSERT INTO pipelined VALUES (3) RETURNING n"),
+          tx.query("INSERT INTO pipelined VALUES (4) RETURNING n"),
+        ]);
+        return [a.rows[0], b.rows[0]];
+      });
+      expect(kept).toEqual([{ n: 3 }, { n: 4 }]);
+      expect((await db.query("SELECT n FROM pipelined ORDER BY n")).rows).toEqual([{ n: 3 }, { n: 4 }]);
+    } finally {
+      await db.close();
+    }
+  });
+
+  it("many concurrent transactions on a small pool each see only their own binding", async () => {
+    const db = open(3);
+    try {
+      const tenants = Array.from({ length: 60 }, (_, i) => `t${i}`);
+      const seen = await Promise.all(
+        tenants.map((t) =>
+          db.transaction(
+            async (tx) => {
+              const first = await tx.query<{ t: string }>("SELECT current_setting('app.tenant_id') AS t");
+              await new Promise((resolve) => setTimeout(resolve, Math.random() * 5));
+              const second = await tx.query<{ t: string }>("SELECT current_setting('app.tenant_id') AS t");
+              return `${first.rows[0]!.t}/${second.rows[0]!.t}`;
+            },
+            { begin: `SELECT set_config('app.tenant_id', '${t}', true)` },
+          ),
+        ),
+      );
+      expect(seen).toEqual(tenants.map((t) => `${t}/${t}`));
+    } finally {
+      await db.close();
+    }
+  });
+});

@@ -13,13 +13,22 @@ export interface RegistryOptions {
 
 interface Entry {
   record: TenantRecord | undefined;
+  /** After this (epoch ms) the entry is not used: the next request reads the store and waits. */
   until: number;
 }
+
+/** Share of the TTL after which an entry in use is renewed in the background. */
+const REFRESH_AHEAD = 0.75;
 
 /**
  * The registry as the request path sees it: the store behind a small bounded cache with a short
  * TTL. Writes anywhere NOTIFY on `tenantry_tenants`; every replica LISTENs and drops the entry,
  * so a suspension is honoured on the next request (the TTL bounds the delay if a notification is lost).
+ *
+ * An entry in use is renewed ahead of its expiry: in the last quarter of its TTL a request still
+ * gets it at once while one background read replaces it, so a busy tenant never waits on the
+ * store. No entry is ever used past its TTL; if the background read fails the entry simply
+ * expires, and the next request reads the store itself (and is refused if that fails).
  */
 export class TenantRegistry {
   readonly store: RegistryStore;
@@ -75,9 +84,23 @@ export class TenantRegistry {
   /** The tenant's record, from cache when fresh. A database error propagates (the caller denies). */
   get(tenantId: string): Promise<TenantRecord | undefined> | TenantRecord | undefined {
     const hit = this.#cache.get(tenantId);
-    if (hit && hit.until > this.#now()) return hit.record;
+    if (hit !== undefined) {
+      const now = this.#now();
+      if (hit.until > now) {
+        // In the last quarter of the TTL: still used, and renewed by one read in the background.
+        if (now >= hit.until - this.#ttl * (1 - REFRESH_AHEAD) && !this.#loading.has(tenantId)) {
+          this.#load(tenantId).catch(() => {}); // on failure the entry expires; a request then reads itself
+        }
+        return hit.record;
+      }
+    }
     const pending = this.#loading.get(tenantId);
     if (pending) return pending;
+    return this.#load(tenantId);
+  }
+
+  /** Reads one tenant from the store, shared by concurrent callers, caching the result. */
+  #load(tenantId: string): Promise<TenantRecord | undefined> {
     const generation = this.#generation;
     const load: Promise<TenantRecord | undefined> = this.store.get(tenantId).then(
       (record) => {

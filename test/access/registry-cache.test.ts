@@ -103,4 +103,70 @@ describe("TenantRegistry cache", () => {
     reads[2]!.resolve(["c"]);
     expect(await tools(third)).toEqual(["c"]);
   });
+
+  it("renews an entry in use ahead of expiry: requests never wait, and one read renews it", async () => {
+    let now = 0;
+    const { db, reads } = fakeDatabase();
+    const registry = new TenantRegistry(db, { ttlMs: 1000, now: () => now });
+    const first = registry.get("acme");
+    reads[0]!.resolve(["v1"]);
+    await first;
+    now = 700; // before the last quarter: a plain hit
+    expect(registry.get("acme")).not.toBeInstanceOf(Promise);
+    expect(reads).toHaveLength(1);
+    now = 800; // last quarter: answered at once, renewed in the background, once
+    for (let i = 0; i < 5; i++) {
+      const got = registry.get("acme");
+      expect(got).not.toBeInstanceOf(Promise);
+      expect((got as unknown as { config: { allowedTools: string[] } }).config.allowedTools).toEqual(["v1"]);
+    }
+    expect(reads).toHaveLength(2);
+    reads[1]!.resolve(["v2"]);
+    await Promise.resolve();
+    await Promise.resolve();
+    now = 1500; // past the first entry's TTL, inside the renewed one
+    const renewed = registry.get("acme");
+    expect(renewed).not.toBeInstanceOf(Promise);
+    expect(await tools(renewed)).toEqual(["v2"]);
+    expect(reads).toHaveLength(2);
+  });
+
+  it("never uses an entry past its TTL, even while its renewal is still reading", async () => {
+    let now = 0;
+    const { db, reads } = fakeDatabase();
+    const registry = new TenantRegistry(db, { ttlMs: 1000, now: () => now });
+    const first = registry.get("acme");
+    reads[0]!.resolve(["old"]);
+    await first;
+    now = 900;
+    registry.get("acme"); // starts the renewal (read 1), still pending
+    expect(reads).toHaveLength(2);
+    now = 1000; // expired: the request waits for the renewal instead of using "old"
+    const waiting = registry.get("acme");
+    expect(waiting).toBeInstanceOf(Promise);
+    reads[1]!.resolve(["new"]);
+    expect(await tools(waiting)).toEqual(["new"]);
+  });
+
+  it("a failed renewal leaves the entry to expire; the request after that reads, and sees the failure", async () => {
+    let now = 0;
+    let fail = false;
+    const { db, reads } = fakeDatabase();
+    const failing = {
+      ...db,
+      query: (text: string, params?: readonly unknown[]) =>
+        fail ? Promise.reject(new Error("database down")) : db.query(text, params),
+    } as unknown as Database;
+    const registry = new TenantRegistry(failing, { ttlMs: 1000, now: () => now });
+    const first = registry.get("acme");
+    reads[0]!.resolve(["v1"]);
+    await first;
+    fail = true;
+    now = 900;
+    expect(await tools(registry.get("acme"))).toEqual(["v1"]); // renewal fails in the background
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(await tools(registry.get("acme"))).toEqual(["v1"]); // still inside the TTL
+    now = 1000;
+    await expect(Promise.resolve(registry.get("acme"))).rejects.toThrow("database down");
+  });
 });

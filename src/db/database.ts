@@ -19,6 +19,14 @@ export interface TransactionOptions {
   begin?: string;
 }
 
+/** A statement that binds a transaction to a tenant; it returns no rows. */
+export interface Binding {
+  /** A stable name for the statement (prepared once per connection). */
+  readonly name: string;
+  readonly text: string;
+  readonly values: readonly string[];
+}
+
 /** One transaction's connection: parameterised statements, and scripts without parameters (migrations). */
 export interface TransactionHandle extends Queryable {
   exec(sql: string): Promise<void>;
@@ -33,6 +41,15 @@ export interface Database extends Queryable {
   readonly kind: "pglite" | "postgres";
   /** Runs a script of several statements without parameters (migrations). */
   exec(sql: string): Promise<void>;
+  /**
+   * Runs `binding` then one statement in a single transaction of their own, sent together (one
+   * round trip). Optional: without it, callers use {@link transaction}.
+   */
+  bound?<R extends Row = Row>(
+    binding: Binding,
+    text: string,
+    params?: readonly unknown[],
+  ): Promise<QueryResult<R>>;
   /** Runs `fn` inside BEGIN … COMMIT on one connection; ROLLBACK if it throws. */
   transaction<T>(fn: (tx: TransactionHandle) => Promise<T>, options?: TransactionOptions): Promise<T>;
   /** LISTEN on a channel; returns a function that stops listening. */

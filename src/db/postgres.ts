@@ -1,5 +1,13 @@
 import pg from "pg";
-import type { Database, QueryResult, Row, TransactionHandle, TransactionOptions } from "./database.js";
+import { BoundStatement } from "./bound-statement.js";
+import type {
+  Binding,
+  Database,
+  QueryResult,
+  Row,
+  TransactionHandle,
+  TransactionOptions,
+} from "./database.js";
 
 export interface PostgresOptions {
   poolSize: number;
@@ -45,6 +53,19 @@ export class PostgresDatabase implements Database {
 
   async exec(sql: string): Promise<void> {
     await this.#pool.query(sql);
+  }
+
+  /** `binding` and the statement in one write, one implicit transaction, one round trip. */
+  async bound<R extends Row = Row>(
+    binding: Binding,
+    text: string,
+    params: readonly unknown[] = [],
+  ): Promise<QueryResult<R>> {
+    const results = (await this.#pool.query(
+      new BoundStatement(binding, text, params) as unknown as pg.QueryConfig,
+    )) as unknown as pg.QueryResult<R>[];
+    const result = results[results.length - 1]!;
+    return { rows: result.rows, rowCount: result.rowCount ?? result.rows.length };
   }
 
   async transaction<T>(

@@ -10,7 +10,7 @@ import {
 } from "./migrations.js";
 import { assertSafe, inspectDatabase, runtimeRoleOf, type SafetyCheck } from "./safety.js";
 import { enterTenant, type IsolationName, usesSchemas } from "./strategy.js";
-import { type EnterTenant, TenantTransaction } from "./tenant-db.js";
+import { type EnterTenant, TenantStatements, TenantTransaction } from "./tenant-db.js";
 
 export type { AppMigration } from "./migrations.js";
 
@@ -50,6 +50,8 @@ export class DataIsolation {
   readonly strategy: IsolationName;
   readonly #dbs: Databases;
   #migrations: AppMigration[] = [];
+  /** Bindings per registry record: records are immutable, a change makes a new one. */
+  readonly #entered = new WeakMap<TenantRecord, EnterTenant>();
 
   constructor(dbs: Databases, strategy: IsolationName) {
     this.#dbs = dbs;
@@ -65,14 +67,24 @@ export class DataIsolation {
     return this.#migrations;
   }
 
-  /** The statements that bind a transaction to `record`. */
+  /** The statements that bind a transaction to `record` (made once per registry record). */
   enter(record: TenantRecord): EnterTenant {
-    return enterTenant(this.strategy, record, this.#dbs.runtimeRole);
+    let enter = this.#entered.get(record);
+    if (enter === undefined) {
+      enter = enterTenant(this.strategy, record, this.#dbs.runtimeRole);
+      this.#entered.set(record, enter);
+    }
+    return enter;
   }
 
-  /** A fresh `ctx.db` for one tool call. */
+  /** A fresh `ctx.db` for one tool call: one transaction for the call. */
   open(record: TenantRecord): TenantTransaction {
     return new TenantTransaction(this.#dbs.runtime, this.enter(record));
+  }
+
+  /** A fresh `ctx.db` for one tool call declared `transaction: "statement"`: one transaction per statement. */
+  openStatements(record: TenantRecord): TenantStatements {
+    return new TenantStatements(this.#dbs.runtime, this.enter(record));
   }
 
   /** The role tool queries run as. */

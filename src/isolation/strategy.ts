@@ -43,25 +43,32 @@ export function enterTenant(
   role: string | undefined,
 ): EnterTenant {
   assertTenantId(record.id);
-  const params: unknown[] = [record.id];
-  let sql = "SELECT set_config('app.tenant_id', $1, true)";
-  if (role) {
-    params.push(role);
-    sql += `, set_config('role', $${params.length}, true)`;
-  }
-  if (usesSchemas(isolation)) {
-    params.push(quoteIdent(schemaNameForKey(record.key)));
-    sql += `, set_config('search_path', $${params.length}, true)`;
-  }
-  const enter: EnterTenant = async (tx: Queryable): Promise<void> => {
-    await tx.query(sql, params);
-  };
+  const settings: [name: string, value: string][] = [["app.tenant_id", record.id]];
+  if (role) settings.push(["role", role]);
+  if (usesSchemas(isolation)) settings.push(["search_path", quoteIdent(schemaNameForKey(record.key))]);
+  const params = settings.map(([, value]) => value);
+  const calls = settings.map(([name], i) => `set_config('${name}', $${i + 1}, true)`);
+  const sql = `SELECT ${calls.join(", ")}`;
+  const enter: EnterTenant = Object.assign(
+    async (tx: Queryable): Promise<void> => {
+      await tx.query(sql, params);
+    },
+    {
+      // The same binding as a statement that returns no rows, sent ahead of a tool's statement in
+      // one exchange. set_config is volatile: it runs once, for the one row the subquery yields.
+      binding: {
+        name: `tenantry_bind_${settings.map(([name]) => name.replace(/\W/g, "")).join("_")}`,
+        text: `SELECT FROM (SELECT ${calls.map((c, i) => `${c} AS c${i}`).join(", ")}) AS b WHERE ${calls.map((_, i) => `c${i} IS NULL`).join(" AND ")}`,
+        values: params,
+      },
+    },
+  );
   // The same binding as one parameter-free statement, sent with BEGIN in a single round trip.
   // Only when every value is plainly literal-safe (tenant ids are [A-Za-z0-9._:-]; role and schema
   // names come from config and the registry); otherwise the parameterised form above is used.
-  if (params.every((p) => typeof p === "string" && LITERAL_SAFE.test(p))) {
+  if (params.every((p) => LITERAL_SAFE.test(p))) {
     let i = 0;
-    enter.prelude = sql.replace(/\$\d+/g, () => `'${params[i++] as string}'`);
+    enter.prelude = sql.replace(/\$\d+/g, () => `'${params[i++]!}'`);
   }
   return enter;
 }

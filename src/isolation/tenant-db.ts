@@ -1,4 +1,4 @@
-import type { Database, Queryable, QueryResult, Row } from "../db/database.js";
+import type { Binding, Database, Queryable, QueryResult, Row } from "../db/database.js";
 import { TenantryError } from "../errors.js";
 import type { TenantDb } from "../tools/tool-context.js";
 
@@ -6,6 +6,8 @@ import type { TenantDb } from "../tools/tool-context.js";
 export type EnterTenant = ((tx: Queryable) => Promise<void>) & {
   /** The same binding as one parameter-free statement, which the database may send with BEGIN. */
   prelude?: string;
+  /** The same binding as one parameterised statement returning no rows, sent ahead of a statement. */
+  binding: Binding;
 };
 
 const ROLLBACK = Symbol("rollback");
@@ -88,5 +90,46 @@ export class TenantTransaction implements TenantDb {
     // If BEGIN or the tenant binding failed, the gate is never awaited; releasing is harmless.
     this.#release?.(ok);
     await this.#done;
+  }
+}
+
+/**
+ * `ctx.db` of a tool declared with `transaction: "statement"`: each query is its own transaction,
+ * bound to the tenant. On PostgreSQL the binding and the statement leave in one write and run in
+ * one implicit transaction (one round trip; the binding ends with the statement); elsewhere each
+ * query runs in a transaction of its own. As with {@link TenantTransaction}, no parameter can name
+ * a tenant, and queries after `finish` are refused.
+ */
+export class TenantStatements implements TenantDb {
+  readonly #db: Database;
+  readonly #enter: EnterTenant;
+  #finished = false;
+
+  constructor(db: Database, enter: EnterTenant) {
+    this.#db = db;
+    this.#enter = enter;
+  }
+
+  async query<R extends Row = Row>(text: string, params?: readonly unknown[]): Promise<QueryResult<R>> {
+    if (this.#finished) throw new TenantryError("internal", "ctx.db used after the tool call ended");
+    if (typeof text !== "string") throw new TenantryError("invalid_argument", "query text must be a string");
+    if (params !== undefined && !Array.isArray(params)) {
+      throw new TenantryError("invalid_argument", "query parameters must be an array");
+    }
+    if (this.#db.bound) return this.#db.bound<R>(this.#enter.binding, text, params ?? []);
+    const prelude = this.#enter.prelude;
+    return this.#db.transaction(
+      async (tx) => {
+        if (!prelude) await this.#enter(tx);
+        return tx.query<R>(text, params ?? []);
+      },
+      prelude ? { begin: prelude } : undefined,
+    );
+  }
+
+  /** Refuses later queries; there is nothing to commit. */
+  finish(_ok: boolean): undefined {
+    this.#finished = true;
+    return undefined;
   }
 }

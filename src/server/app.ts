@@ -21,7 +21,7 @@ import { storagePrefixForKey } from "../isolation/names.js";
 import { createObjectStore } from "../isolation/storage/create-object-store.js";
 import type { ObjectStore } from "../isolation/storage/object-store.js";
 import { TenantStorage, type TenantStorageOptions } from "../isolation/storage/tenant-storage.js";
-import type { TenantTransaction } from "../isolation/tenant-db.js";
+import type { TenantStatements, TenantTransaction } from "../isolation/tenant-db.js";
 import { InFlightLimiter } from "../limits/concurrency.js";
 import { createRateLimiter, type RateLimiter } from "../limits/rate-limiter.js";
 import { TenantRegistry } from "../tenancy/registry.js";
@@ -190,7 +190,8 @@ export class TenantryApp {
     const objects = this.objects;
     const storageOptions = { maxObjectBytes: c.storage.max_object_bytes, log: this.log };
     const resources: ResourceFactory = {
-      open: (_scope, record) => new LazyCallResources(isolation, objects, storageOptions, record),
+      open: (_scope, record, transaction) =>
+        new LazyCallResources(isolation, objects, storageOptions, record, transaction),
     };
     const dispatcher = new McpDispatcher(this.tools, resources, {
       name: "tenantry",
@@ -368,7 +369,8 @@ class LazyCallResources implements CallResources {
   readonly #objects: ObjectStore;
   readonly #storageOptions: TenantStorageOptions;
   readonly #record: TenantRecord;
-  #db: TenantTransaction | undefined;
+  readonly #transaction: "call" | "statement";
+  #db: TenantTransaction | TenantStatements | undefined;
   #storage: TenantStorage | undefined;
 
   constructor(
@@ -376,15 +378,20 @@ class LazyCallResources implements CallResources {
     objects: ObjectStore,
     storageOptions: TenantStorageOptions,
     record: TenantRecord,
+    transaction: "call" | "statement",
   ) {
+    this.#transaction = transaction;
     this.#isolation = isolation;
     this.#objects = objects;
     this.#storageOptions = storageOptions;
     this.#record = record;
   }
 
-  get db(): TenantTransaction {
-    this.#db ??= this.#isolation.open(this.#record);
+  get db(): TenantTransaction | TenantStatements {
+    this.#db ??=
+      this.#transaction === "statement"
+        ? this.#isolation.openStatements(this.#record)
+        : this.#isolation.open(this.#record);
     return this.#db;
   }
 

@@ -27,7 +27,12 @@ export interface CallResources {
 }
 
 export interface ResourceFactory {
-  open(scope: TenantScope & { kind: "tenant" }, record: TenantRecord): CallResources;
+  /** `transaction` is the tool's `ToolDefinition.transaction` (how `ctx.db` groups statements). */
+  open(
+    scope: TenantScope & { kind: "tenant" },
+    record: TenantRecord,
+    transaction: "call" | "statement",
+  ): CallResources;
 }
 
 /** What the dispatcher learns about a request, for the audit event. */
@@ -145,7 +150,9 @@ export class McpDispatcher {
     const call = new ToolCall(
       scope,
       state,
-      scope.kind === "tenant" ? this.#resources.open(scope, state.record!) : undefined,
+      scope.kind === "tenant"
+        ? this.#resources.open(scope, state.record!, tool.definition.transaction ?? "call")
+        : undefined,
       this.#options,
     );
     const run = () => tool.definition.run(parsed.data, call.ctx);

@@ -16,6 +16,14 @@ export interface ToolDefinition<Schema extends z.ZodType = z.ZodType> {
   readonly admin?: boolean;
   /** MCP tool annotations (`readOnlyHint`, …). */
   readonly annotations?: Record<string, unknown>;
+  /**
+   * How `ctx.db` groups this tool's statements. `"call"` (the default): one transaction for the
+   * whole call, committed when `run` succeeds and rolled back when it throws. `"statement"`: each
+   * `ctx.db.query` is its own transaction, bound to the tenant and sent with its binding in one
+   * round trip — the fast choice for a tool that reads, or writes with a single statement.
+   * Isolation is the same either way; only atomicity across statements differs.
+   */
+  readonly transaction?: "call" | "statement";
   run(input: z.infer<Schema>, ctx: ToolContext): Promise<ToolResult> | ToolResult;
 }
 
@@ -38,6 +46,13 @@ export function defineTool<Schema extends z.ZodType>(
 ): ToolDefinition<Schema> {
   if (!TOOL_NAME.test(definition.name)) {
     throw new TypeError(`tool name ${JSON.stringify(definition.name)} must match ${TOOL_NAME}`);
+  }
+  if (
+    definition.transaction !== undefined &&
+    definition.transaction !== "call" &&
+    definition.transaction !== "statement"
+  ) {
+    throw new TypeError(`tool ${definition.name}: transaction must be "call" or "statement"`);
   }
   return Object.freeze({ ...definition });
 }

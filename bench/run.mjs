@@ -103,7 +103,13 @@ try {
   ];
   if (db) {
     rows.push(
-      ["d", "Tenantry + one tenant-scoped query", url(tenantry), asClients("items")],
+      ["d", "Tenantry + one tenant-scoped query (per-call transaction)", url(tenantry), asClients("items")],
+      [
+        "ds",
+        "Tenantry + the same query, transaction: statement",
+        url(tenantry),
+        asClients("items_statement"),
+      ],
       ["d'", "Tenantry + the same query, no tenancy", url(tenantry), asClients("items_plain")],
       [
         "d''",

@@ -1,7 +1,7 @@
 // (c) Tenantry with the full pipeline, (d) the same with a tool doing one tenant-scoped query, and
 // (d') the same server and query with no tenancy machinery on the data path: a plain pool, a plain
 // table (no RLS), the tenant in a WHERE clause, no transaction.
-// argv[2]: "echo" | "db" | "plain". Database: BENCH_PG_URL / BENCH_PG_ADMIN_URL, else embedded PGlite.
+// argv[2]: "echo" | "db" | "statement" | "plain". Database: BENCH_PG_URL / BENCH_PG_ADMIN_URL, else embedded PGlite.
 import { mkdtemp } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -58,6 +58,18 @@ app.tool(
     name: "items",
     description: "one tenant-scoped query",
     input: z.object({ text: z.string() }),
+    async run(_input, ctx) {
+      const { rows } = await ctx.db.query("SELECT id, title FROM bench_items ORDER BY id LIMIT 5");
+      return { rows };
+    },
+  }),
+);
+app.tool(
+  defineTool({
+    name: "items_statement",
+    description: "the same tenant-scoped query, as a tool declared transaction: statement",
+    input: z.object({ text: z.string() }),
+    transaction: "statement",
     async run(_input, ctx) {
       const { rows } = await ctx.db.query("SELECT id, title FROM bench_items ORDER BY id LIMIT 5");
       return { rows };
@@ -132,7 +144,7 @@ if (process.env.BENCH_LIMITED) {
   if (!shared)
     limitedToken = await idp.auth0Token({ orgId: "bench-limited", audience, sub: "auth0|limited" });
 }
-const tool = { echo: "echo", db: "items", plain: "items_plain" }[mode];
+const tool = { echo: "echo", db: "items", statement: "items_statement", plain: "items_plain" }[mode];
 process.send?.({ port, tokens, limitedToken, tool });
 process.on("SIGTERM", async () => {
   await app.close();

@@ -12,6 +12,15 @@ export type EnterTenant = ((tx: Queryable) => Promise<void>) & {
 
 const ROLLBACK = Symbol("rollback");
 
+/** What every `ctx.db.query` refuses: use after the call, and arguments of the wrong kind. */
+function checkQuery(finished: boolean, text: unknown, params: unknown): void {
+  if (finished) throw new TenantryError("internal", "ctx.db used after the tool call ended");
+  if (typeof text !== "string") throw new TenantryError("invalid_argument", "query text must be a string");
+  if (params !== undefined && !Array.isArray(params)) {
+    throw new TenantryError("invalid_argument", "query parameters must be an array");
+  }
+}
+
 /**
  * `ctx.db` for one tool call. The first query opens ONE transaction on ONE connection, binds it to
  * the tenant (`set_config(…, true)`, `SET LOCAL` semantics: gone at COMMIT), and every later query of
@@ -42,11 +51,7 @@ export class TenantTransaction implements TenantDb {
 
   /** Runs one parameterised statement inside the call's tenant transaction. */
   async query<R extends Row = Row>(text: string, params?: readonly unknown[]): Promise<QueryResult<R>> {
-    if (this.#finished) throw new TenantryError("internal", "ctx.db used after the tool call ended");
-    if (typeof text !== "string") throw new TenantryError("invalid_argument", "query text must be a string");
-    if (params !== undefined && !Array.isArray(params)) {
-      throw new TenantryError("invalid_argument", "query parameters must be an array");
-    }
+    checkQuery(this.#finished, text, params);
     const tx = await this.#begin();
     return tx.query<R>(text, params);
   }
@@ -111,11 +116,7 @@ export class TenantStatements implements TenantDb {
   }
 
   async query<R extends Row = Row>(text: string, params?: readonly unknown[]): Promise<QueryResult<R>> {
-    if (this.#finished) throw new TenantryError("internal", "ctx.db used after the tool call ended");
-    if (typeof text !== "string") throw new TenantryError("invalid_argument", "query text must be a string");
-    if (params !== undefined && !Array.isArray(params)) {
-      throw new TenantryError("invalid_argument", "query parameters must be an array");
-    }
+    checkQuery(this.#finished, text, params);
     if (this.#db.bound) return this.#db.bound<R>(this.#enter.binding, text, params ?? []);
     const prelude = this.#enter.prelude;
     return this.#db.transaction(

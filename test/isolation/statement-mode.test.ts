@@ -16,6 +16,20 @@ import { serviceGate } from "../support/services.js";
 const pgUp = await serviceGate("postgres");
 
 const statement = "statement" as const;
+
+/** A tool that inserts a note, then throws: whether the insert stays depends on `transaction`. */
+function addThenFail(name: string, transaction: "call" | "statement") {
+  return defineTool({
+    name,
+    description: `inserts, then throws (transaction: ${transaction})`,
+    input: z.object({ title: z.string() }),
+    transaction,
+    async run(input, ctx) {
+      await ctx.db.query("INSERT INTO notes (title, body) VALUES ($1, '')", [input.title]);
+      throw new Error("after the insert");
+    },
+  });
+}
 const tools = [
   defineTool({
     name: "s_add",
@@ -52,25 +66,8 @@ const tools = [
       return { titles: rows.map((r) => r.title), setting: setting.rows[0]!.t };
     },
   }),
-  defineTool({
-    name: "s_add_then_fail",
-    description: "inserts, then throws (statement mode: the insert stays)",
-    input: z.object({ title: z.string() }),
-    transaction: statement,
-    async run(input, ctx) {
-      await ctx.db.query("INSERT INTO notes (title, body) VALUES ($1, '')", [input.title]);
-      throw new Error("after the insert");
-    },
-  }),
-  defineTool({
-    name: "c_add_then_fail",
-    description: "inserts, then throws (per-call transaction: the insert is rolled back)",
-    input: z.object({ title: z.string() }),
-    async run(input, ctx) {
-      await ctx.db.query("INSERT INTO notes (title, body) VALUES ($1, '')", [input.title]);
-      throw new Error("after the insert");
-    },
-  }),
+  addThenFail("s_add_then_fail", "statement"),
+  addThenFail("c_add_then_fail", "call"),
   defineTool({
     name: "s_bad_sql",
     description: "a failing statement, then a good one",

@@ -40,5 +40,6 @@ process.once("message", async (job) => {
     errors: r.errors + r.timeouts,
     non2xx: r.non2xx,
     total: r.requests.total,
+    statusCodes: r.statusCodeStats,
   });
 });

@@ -3,7 +3,7 @@
 // comes from a separate autocannon process with the same concurrency for all. The servers are
 // measured in turn, round after round, so that a slower or busier minute of a shared machine falls
 // on all of them alike; each figure is the median over the rounds, each ratio the median of the
-// per-round ratios.
+// per-round ratios. A first, uncounted round warms every server up.
 import { fork } from "node:child_process";
 import { cpus } from "node:os";
 import { fileURLToPath } from "node:url";
@@ -20,6 +20,8 @@ const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 32);
 const DURATION = Number(process.env.BENCH_DURATION ?? (quick ? 2 : 5));
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? (quick ? 1 : 3));
 const WARMUP = 1;
+/** Seconds per server of the uncounted first round. */
+const WARMUP_ROUND = quick ? 1 : 3;
 
 const callBody = (tool) =>
   JSON.stringify({
@@ -124,6 +126,11 @@ try {
     );
   }
 
+  // One round that is not counted: every server's code gets optimised before anything is measured.
+  for (const [key, , target, requests] of rows) {
+    await load({ url: target, requests, duration: WARMUP_ROUND, warmup: 0 });
+    process.stderr.write(`  warm-up ${key}\n`);
+  }
   /** results[key] = one result per round */
   const results = Object.fromEntries(rows.map(([key]) => [key, []]));
   for (let round = 1; round <= ROUNDS; round++) {

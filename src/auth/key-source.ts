@@ -40,11 +40,48 @@ function invalid(reason: string, cause?: unknown): TenantryError {
   return new TenantryError("invalid_token", reason, { cause });
 }
 
+/** Seconds a client is told to wait when the identity provider cannot be reached. */
+const IDP_RETRY_AFTER_S = 5;
+
+/**
+ * The identity provider's metadata or keys could not be had: not the token's fault, so not a 401
+ * (a client would drop a good token and sign in again), but a 503 with Retry-After. Still a refusal.
+ */
+export function idpUnavailable(reason: string, cause?: unknown): TenantryError {
+  return new TenantryError("service_unavailable", reason, {
+    cause,
+    details: { headers: { "Retry-After": String(IDP_RETRY_AFTER_S) } },
+  });
+}
+
+/** `fetch` for jose's JWKS requests: a network failure or a non-200 answer is {@link idpUnavailable}. */
+function jwksFetch(fetchImpl: typeof fetch | undefined): typeof fetch {
+  return async (input, init) => {
+    let response: Response;
+    try {
+      response = await (fetchImpl ?? globalThis.fetch)(input, init);
+    } catch (error) {
+      // jose turns its own timeout (an aborted request) into ERR_JWKS_TIMEOUT.
+      if (
+        (error as { name?: unknown })?.name === "TimeoutError" ||
+        (error as { name?: unknown })?.name === "AbortError"
+      ) {
+        throw error;
+      }
+      throw idpUnavailable("issuer key set unavailable", error);
+    }
+    if (response.status !== 200) {
+      throw idpUnavailable(`issuer key set unavailable (HTTP ${response.status})`);
+    }
+    return response;
+  };
+}
+
 function remoteKeySet(jwksUri: string, auth: ResolvedAuth, fetchImpl: typeof fetch | undefined): KeyResolver {
   return createRemoteJWKSet(new URL(jwksUri), {
     cooldownDuration: auth.jwksCooldownSeconds * 1000,
     cacheMaxAge: auth.jwksCacheMaxAgeSeconds * 1000,
-    ...(fetchImpl ? { [customFetch]: fetchImpl } : {}),
+    [customFetch]: jwksFetch(fetchImpl),
   });
 }
 
@@ -84,7 +121,7 @@ function discoveredKeySet(auth: ResolvedAuth, options: KeySourceOptions): KeyRes
   const resolver = (): Promise<KeyResolver> => {
     if (pending) return pending;
     if (options.now() - failedAt < DISCOVERY_RETRY_MS) {
-      return Promise.reject(invalid("issuer metadata unavailable", lastError));
+      return Promise.reject(idpUnavailable("issuer metadata unavailable", lastError));
     }
     pending = discoverJwksUri(issuer, fetchImpl).then(
       (jwksUri) => remoteKeySet(jwksUri, auth, options.fetchImpl),
@@ -92,7 +129,7 @@ function discoveredKeySet(auth: ResolvedAuth, options: KeySourceOptions): KeyRes
         pending = undefined;
         failedAt = options.now();
         lastError = error;
-        throw invalid("issuer metadata unavailable", error);
+        throw idpUnavailable("issuer metadata unavailable", error);
       },
     );
     return pending;

@@ -2,7 +2,7 @@ import { type JWTPayload, type JWTVerifyOptions, jwtVerify } from "jose";
 import type { ResolvedAuth } from "../config/resolve.js";
 import { isTenantryError, TenantryError } from "../errors.js";
 import { readClaim, readScopes } from "./claims.js";
-import { createKeySource, type KeyInput } from "./key-source.js";
+import { createKeySource, idpUnavailable, type KeyInput } from "./key-source.js";
 import { TokenCache } from "./token-cache.js";
 
 export type { KeyInput } from "./key-source.js";
@@ -68,8 +68,6 @@ function reasonFor(error: unknown): string {
     case "ERR_JWKS_NO_MATCHING_KEY":
     case "ERR_JWKS_MULTIPLE_MATCHING_KEYS":
       return "no matching key in the issuer's key set";
-    case "ERR_JWKS_TIMEOUT":
-      return "issuer key set unavailable (timeout)";
     case "ERR_JWS_INVALID":
     case "ERR_JWT_INVALID":
     case "ERR_JOSE_NOT_SUPPORTED":
@@ -190,7 +188,15 @@ export function createTokenVerifier(auth: ResolvedAuth, options: VerifierOptions
         const verifyOptions = customNow ? { ...baseOptions, currentDate: new Date(at) } : baseOptions;
         ({ payload } = await jwtVerify(token, getKey, verifyOptions));
       } catch (error) {
-        if (isTenantryError(error, "invalid_token")) throw error;
+        if (isTenantryError(error, "invalid_token") || isTenantryError(error, "service_unavailable"))
+          throw error;
+        const code = (error as { code?: unknown } | undefined)?.code;
+        if (code === "ERR_JWKS_TIMEOUT" || code === "ERR_JWKS_INVALID") {
+          throw idpUnavailable(
+            code === "ERR_JWKS_TIMEOUT" ? "issuer key set unavailable (timeout)" : "issuer key set malformed",
+            error,
+          );
+        }
         throw invalid(reasonFor(error), error);
       }
       const verified = accept(payload);

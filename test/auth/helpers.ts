@@ -26,3 +26,20 @@ export async function expectInvalidToken(promise: Promise<unknown>, reason?: Reg
 }
 
 export const nowSeconds = (): number => Math.floor(Date.now() / 1000);
+
+/** Asserts that `promise` rejects with `service_unavailable` (the IdP could not be reached), carrying Retry-After. */
+export async function expectIdpUnavailable(promise: Promise<unknown>, reason?: RegExp): Promise<void> {
+  const error = await promise.then(
+    () => undefined,
+    (e: unknown) => e,
+  );
+  expect(error, "expected verify() to reject").toBeDefined();
+  expect(
+    isTenantryError(error, "service_unavailable"),
+    `expected service_unavailable, got ${String(error)}`,
+  ).toBe(true);
+  expect((error as { details: { headers?: Record<string, string> } }).details.headers?.["Retry-After"]).toBe(
+    "5",
+  );
+  if (reason) expect((error as Error).message).toMatch(reason);
+}

@@ -11,6 +11,7 @@ import {
   AUDIENCE,
   COGNITO_CLIENT,
   ENTRA_AUDIENCE,
+  expectIdpUnavailable,
   expectInvalidToken,
   nowSeconds,
   resolveAuth,
@@ -184,7 +185,8 @@ describe("provider profiles", () => {
     // Configured with a trailing slash, the document's issuer (no slash) does not match exactly.
     const mismatched = resolveAuth({ provider: "oidc", issuer: `${idp.issuer}/`, audience: AUDIENCE });
     const other = await idp.sign({ iss: `${idp.issuer}/`, aud: AUDIENCE, sub: "u1" });
-    await expectInvalidToken(createTokenVerifier(mismatched).verify(other), /metadata/);
+    // The server's configuration does not match its IdP: not the token's fault, a 503.
+    await expectIdpUnavailable(createTokenVerifier(mismatched).verify(other), /metadata/);
   });
 
   it("oidc: a failed discovery is retried after a back-off, not on every request", async () => {
@@ -199,11 +201,37 @@ describe("provider profiles", () => {
     const auth = resolveAuth({ provider: "oidc", issuer: idp.issuer, audience: AUDIENCE });
     const verifier = createTokenVerifier(auth, { fetchImpl, now: () => clock });
     const token = await idp.sign({ iss: idp.issuer, aud: AUDIENCE, sub: "u1" });
-    await expectInvalidToken(verifier.verify(token), /metadata unavailable/);
-    await expectInvalidToken(verifier.verify(token), /metadata unavailable/);
+    await expectIdpUnavailable(verifier.verify(token), /metadata unavailable/);
+    await expectIdpUnavailable(verifier.verify(token), /metadata unavailable/);
     expect(calls).toBe(1);
     clock += 6000;
     expect((await verifier.verify(token)).subject).toBe("u1");
+  });
+
+  it("a JWKS that cannot be fetched (network error, HTTP 500) is service_unavailable, and recovers", async () => {
+    let mode: "down" | "500" | "up" = "down";
+    const fetchImpl: typeof fetch = (input, init) => {
+      if (mode === "down") return Promise.reject(new TypeError("fetch failed"));
+      if (mode === "500") return Promise.resolve(new Response("oops", { status: 500 }));
+      return fetch(input, init);
+    };
+    const auth = resolveAuth({
+      provider: "oidc",
+      issuer: idp.issuer,
+      audience: AUDIENCE,
+      jwks_uri: idp.jwksUri,
+      jwks_cooldown_s: 0,
+    });
+    const verifier = createTokenVerifier(auth, { fetchImpl });
+    const token = await idp.sign({ iss: idp.issuer, aud: AUDIENCE, sub: "u1" });
+    await expectIdpUnavailable(verifier.verify(token), /key set unavailable/);
+    mode = "500";
+    await expectIdpUnavailable(verifier.verify(token), /HTTP 500/);
+    mode = "up";
+    expect((await verifier.verify(token)).subject).toBe("u1");
+    // A bad signature is still the token's fault while the IdP is up.
+    const forged = `${token.slice(0, -4)}AAAA`;
+    await expectInvalidToken(verifier.verify(forged));
   });
 
   it("dev: the local issuer's tokens verify with its key set", async () => {

@@ -33,7 +33,7 @@ export function databaseWriter(db: Database) {
          error_code, latency_ms, request_id, replica, details)
        SELECT at, kind, tenant_id, user_id, impersonated_by, action, tool, outcome, error_code, latency_ms,
               request_id, replica, details
-         FROM jsonb_to_recordset($1::jsonb) AS x(at timestamptz, kind text, tenant_id text, user_id text,
+         FROM json_to_recordset($1::json) AS x(at timestamptz, kind text, tenant_id text, user_id text,
               impersonated_by text, action text, tool text, outcome text, error_code text,
               latency_ms double precision, request_id text, replica text, details jsonb)`,
       [JSON.stringify(rows)],

@@ -216,18 +216,26 @@ class ToolCall {
   }
 
   succeeded(id: JsonRpcId, output: unknown): JsonRpcResponse | Promise<JsonRpcResponse> {
+    const name = this.#state.notes.tool ?? "";
+    let result: Record<string, unknown>;
+    try {
+      result = toCallResult(output);
+    } catch (error) {
+      // An output that is not JSON (a BigInt, a cycle) fails the call, before anything is committed.
+      return this.failed(id, name, error);
+    }
     const finishing = this.#resources?.finish(true);
-    if (finishing === undefined) return this.#ok(id, output);
+    if (finishing === undefined) return this.#ok(id, result);
     return finishing.then(
-      () => this.#ok(id, output),
+      () => this.#ok(id, result),
       // A failed commit is a failed call: nothing the tool wrote was kept.
-      (error: unknown) => this.failed(id, this.#state.notes.tool ?? "", error),
+      (error: unknown) => this.failed(id, name, error),
     );
   }
 
-  #ok(id: JsonRpcId, output: unknown): JsonRpcResponse {
+  #ok(id: JsonRpcId, result: Record<string, unknown>): JsonRpcResponse {
     this.#state.notes.outcome = "ok";
-    return rpcResult(id, toCallResult(output));
+    return rpcResult(id, result);
   }
 
   failed(id: JsonRpcId, name: string, error: unknown): JsonRpcResponse | Promise<JsonRpcResponse> {

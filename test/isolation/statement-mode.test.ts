@@ -69,6 +69,15 @@ const tools = [
   addThenFail("s_add_then_fail", "statement"),
   addThenFail("c_add_then_fail", "call"),
   defineTool({
+    name: "c_add_then_not_json",
+    description: "inserts, then returns what JSON cannot carry: the call fails and nothing is kept",
+    input: z.object({ title: z.string() }),
+    async run(input, ctx) {
+      await ctx.db.query("INSERT INTO notes (title, body) VALUES ($1, '')", [input.title]);
+      return { n: 1n };
+    },
+  }),
+  defineTool({
     name: "s_bad_sql",
     description: "a failing statement, then a good one",
     input: z.object({}),
@@ -168,6 +177,7 @@ describe.each(combos)("transaction: statement on $name", (combo) => {
       ).titles;
       expect(titles).toContain("globex#kept");
       expect(titles).not.toContain("globex#gone");
+      expect(titles).not.toContain("globex#not-json");
       // Nothing reached the other tenants.
       for (const other of ["acme", "org_AbC", "org_abc"]) {
         const seen = structured<{ titles: string[] }>(

@@ -27,6 +27,12 @@ const tools = [
     },
   }),
   defineTool({
+    name: "not_json",
+    description: "returns what JSON cannot carry",
+    input: z.object({}),
+    run: () => ({ n: 1n }),
+  }),
+  defineTool({
     name: "boom",
     description: "throws synchronously",
     input: z.object({}),
@@ -177,10 +183,15 @@ describe("the synchronous request path", () => {
         { jsonrpc: "2.0", id: 4, method: "ping" },
         call("boom", {}, 5),
         call("later", { text: "b" }, 6),
+        call("not_json", {}, 7),
       ]);
       expect(reply.status).toBe(200);
       const answers = reply.body as { id: number; result: Record<string, unknown> }[];
-      expect(answers.map((a) => a.id)).toEqual([1, 2, 3, 4, 5, 6]);
+      expect(answers.map((a) => a.id)).toEqual([1, 2, 3, 4, 5, 6, 7]);
+      expect(answers[6]!.result).toEqual({
+        content: [{ type: "text", text: "Tool not_json failed" }],
+        isError: true,
+      });
       expect(answers[1]!.result.structuredContent).toEqual({ text: "a", tenant: "globex" });
       expect(answers[4]!.result).toEqual({
         content: [{ type: "text", text: "Tool boom failed" }],

@@ -126,8 +126,14 @@ export class TenantService {
     record: TenantRecord,
     hooks: { afterStep?: (step: string) => Promise<void> },
   ): Promise<TenantRecord> {
+    // Every step is idempotent and a re-run repeats them all, so the recorded step is for people
+    // (`tenants show`): it is written where it tells something, not after each step. Under
+    // row_level_security the database step has nothing to do; the final status update that follows
+    // the storage step records its end.
     await this.#d.isolation.provisionTenant(record);
-    record = await this.#store.update(record.id, { provisioningStep: "database" });
+    if (this.#d.isolation.strategy === "schema_per_tenant") {
+      record = await this.#store.update(record.id, { provisioningStep: "database" });
+    }
     await hooks.afterStep?.("database");
 
     const marker = JSON.stringify({
@@ -136,7 +142,6 @@ export class TenantService {
       created_at: record.createdAt.toISOString(),
     });
     await this.#d.objects.put(markerKey(record.key), new TextEncoder().encode(marker), "application/json");
-    record = await this.#store.update(record.id, { provisioningStep: "storage" });
     await hooks.afterStep?.("storage");
     return record;
   }

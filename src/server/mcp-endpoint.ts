@@ -49,7 +49,7 @@ function isoTime(ms: number): string {
 
 /**
  * `/mcp`: the request pipeline in the order DESIGN.md gives, one direction, no back and forth —
- * request limits → authenticate → identify → admit → rate-limit → dispatch → audit.
+ * request limits → authenticate → identify → admit → in-flight cap → rate-limit → dispatch → audit.
  */
 export class McpEndpoint {
   readonly #d: McpEndpointDeps;
@@ -107,9 +107,10 @@ export class McpEndpoint {
       const admitting = d.pipeline.admit(req, identified);
       admitted = admitting instanceof Promise ? await admitting : admitting;
       const headers: HeaderList = ["X-Request-Id", requestId];
+      // The in-flight cap first: a request it refuses does no work, so it spends no rate-limit token.
+      release = this.#acquire(admitted.scope);
       const limiting = this.#limit(admitted, headers);
       if (limiting !== undefined) await limiting;
-      release = this.#acquire(admitted.scope);
 
       if (req.method === "DELETE") {
         notes.method = "session/delete";

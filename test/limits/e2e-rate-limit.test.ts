@@ -196,9 +196,9 @@ describe("the in-flight cap per tenant (max_in_flight_per_tenant = 2)", () => {
 
   beforeAll(async () => {
     h = await startHarness({
-      tenants: [{ id: "acme" }, { id: "globex" }],
+      tenants: [{ id: "acme" }, { id: "globex" }, { id: "initech", rateLimit: 10 }],
       tools: counting.tools,
-      config: { rate_limit: { max_in_flight_per_tenant: 2 } },
+      config: { rate_limit: { max_in_flight_per_tenant: 2, burst: 0 } },
     });
   });
   afterAll(async () => {
@@ -234,6 +234,33 @@ describe("the in-flight cap per tenant (max_in_flight_per_tenant = 2)", () => {
     // Slots are released once the requests finish.
     expect(okCall(await callTool(h.mcpUrl, acme, "count"))).toBe(true);
     expect(counting.calls("acme")).toBe(1);
+  });
+
+  it("a request refused by the cap spends none of the tenant's rate", async () => {
+    const token = await h.token("initech");
+    const remaining = (r: { headers: Headers }) =>
+      Number(/r=(\d+)/.exec(r.headers.get("ratelimit") ?? "")?.[1] ?? Number.NaN);
+    const first = await callTool(h.mcpUrl, token, "count");
+    expect(okCall(first)).toBe(true);
+    const before = remaining(first);
+    expect(before).toBeGreaterThanOrEqual(4);
+    const holding = [callTool(h.mcpUrl, token, "block"), callTool(h.mcpUrl, token, "block")];
+    const deadline = Date.now() + 5000;
+    while (counting.started("initech") < 2) {
+      if (Date.now() > deadline) throw new Error("the blocking calls never started");
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+    for (let i = 0; i < 20; i++) {
+      const refused = await callTool(h.mcpUrl, token, "count");
+      expect(refused.body).toMatchObject({ error: "too_many_concurrent" });
+    }
+    counting.release();
+    for (const r of await Promise.all(holding)) expect(okCall(r)).toBe(true);
+    // 10 a minute, no burst: the two blocking calls and this one spent three tokens; the twenty
+    // refusals none (had they, this call would be a 429).
+    const after = await callTool(h.mcpUrl, token, "count");
+    expect(okCall(after)).toBe(true);
+    expect(remaining(after)).toBe(before - 3);
   });
 });
 

@@ -1,5 +1,4 @@
 import { mkdtemp, rm } from "node:fs/promises";
-import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { basename, join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
@@ -7,14 +6,7 @@ import { devConfig } from "../../src/cli/context.js";
 import { main } from "../../src/cli/program.js";
 import { TenantryApp } from "../../src/server/app.js";
 import { demoMigrations, demoTools } from "../../src/tools/demo/index.js";
-
-async function freePort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((r) => s.listen(0, "127.0.0.1", r));
-  const port = (s.address() as { port: number }).port;
-  await new Promise<void>((r) => s.close(() => r()));
-  return port;
-}
+import { freePort } from "../support/ports.js";
 
 /** Runs the CLI in-process; returns its exit code and what it printed. */
 async function cli(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {

@@ -1,6 +1,6 @@
-import { createServer } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type Harness, startHarness } from "../../src/testing/harness.js";
+import { freePort } from "../support/ports.js";
 
 /**
  * When the identity provider's key set cannot be fetched, a request is refused with 503
@@ -11,11 +11,7 @@ describe("the IdP's JWKS is unreachable", () => {
   let h: Harness;
 
   beforeAll(async () => {
-    // A port that was free a moment ago: nothing listens there.
-    const probe = createServer();
-    await new Promise<void>((resolve) => probe.listen(0, "127.0.0.1", resolve));
-    const port = (probe.address() as { port: number }).port;
-    await new Promise<void>((resolve) => probe.close(() => resolve()));
+    const port = await freePort(); // nothing listens there
     h = await startHarness({
       tenants: [], // the harness would connect a client per tenant, which needs the keys
       config: { auth: { jwks_uri: `http://127.0.0.1:${port}/.well-known/jwks.json`, jwks_cooldown_s: 0 } },

@@ -57,6 +57,27 @@ function leaks(observations: Observation[]): Observation[] {
   return observations.filter((o) => o.bound !== o.tenant || o.owners.some((owner) => owner !== o.tenant));
 }
 
+/**
+ * Runs 100 requests (even ones for `a`, odd ones for `b`) concurrently, letting them interleave
+ * between their statements, and returns how many leaked. A race: each round very likely shows it;
+ * up to ten rounds make a miss practically impossible.
+ */
+async function racedLeaks(
+  a: string,
+  b: string,
+  request: (tenant: string, interleave: () => Promise<void>) => Promise<Observation>,
+): Promise<number> {
+  const interleave = () => new Promise<void>((resolve) => setImmediate(resolve));
+  let leaked = 0;
+  for (let round = 0; round < 10 && leaked === 0; round++) {
+    const observations = await Promise.all(
+      Array.from({ length: 100 }, (_, i) => request(i % 2 === 0 ? a : b, interleave)),
+    );
+    leaked = leaks(observations).length;
+  }
+  return leaked;
+}
+
 describe.skipIf(!pgUp)("seed defects on PostgreSQL", () => {
   let db: TestDatabase;
   let records: Map<string, TenantRecord>;
@@ -96,27 +117,19 @@ describe.skipIf(!pgUp)("seed defects on PostgreSQL", () => {
     it("with a session setting, concurrent requests on a pool of 2 observe another tenant's setting and rows", async () => {
       const pool = new pg.Pool({ connectionString: db.runtimeUrl, max: 2 });
       try {
-        // A race: each round very likely shows it; up to ten rounds make a miss practically impossible.
-        let leaked = 0;
-        for (let round = 0; round < 10 && leaked === 0; round++) {
-          const observations = await Promise.all(
-            Array.from({ length: 100 }, async (_, i): Promise<Observation> => {
-              const tenant = i % 2 === 0 ? A : B;
-              await pool.query("SELECT set_config('app.tenant_id', $1, false)", [tenant]);
-              await new Promise((resolve) => setImmediate(resolve)); // let the others interleave
-              const r = await pool.query<{ bound: string; title: string | null }>(
-                `SELECT current_setting('app.tenant_id', true) AS bound, n.title
-                   FROM (SELECT 1) one LEFT JOIN notes n ON true`,
-              );
-              return {
-                tenant,
-                bound: r.rows[0]!.bound,
-                owners: r.rows.flatMap((x) => (x.title ? [x.title] : [])),
-              };
-            }),
+        const leaked = await racedLeaks(A, B, async (tenant, interleave) => {
+          await pool.query("SELECT set_config('app.tenant_id', $1, false)", [tenant]);
+          await interleave();
+          const r = await pool.query<{ bound: string; title: string | null }>(
+            `SELECT current_setting('app.tenant_id', true) AS bound, n.title
+               FROM (SELECT 1) one LEFT JOIN notes n ON true`,
           );
-          leaked = leaks(observations).length;
-        }
+          return {
+            tenant,
+            bound: r.rows[0]!.bound,
+            owners: r.rows.flatMap((x) => (x.title ? [x.title] : [])),
+          };
+        });
         expect(leaked).toBeGreaterThan(0);
       } finally {
         await pool.end();
@@ -168,22 +181,18 @@ describe.skipIf(!pgUp)("seed defects on PostgreSQL", () => {
     it("races on a pool of 2: a request reads another tenant's schema", async () => {
       const pool = new pg.Pool({ connectionString: db.runtimeUrl, max: 2 });
       try {
-        // A race: each round very likely shows it; up to ten rounds make a miss practically impossible.
-        let leaked = 0;
-        for (let round = 0; round < 10 && leaked === 0; round++) {
-          const observations = await Promise.all(
-            Array.from({ length: 100 }, async (_, i): Promise<Observation> => {
-              const tenant = i % 2 === 0 ? "seed_a" : "seed_b";
-              await pool.query(`SET search_path TO ${tenant}`);
-              await new Promise((resolve) => setImmediate(resolve)); // let the others interleave
-              const r = await pool.query<{ owner: string }>("SELECT owner FROM notes");
-              await pool.query("SET search_path TO public");
-              return { tenant, bound: tenant, owners: r.rows.map((x) => x.owner) };
-            }).map((p) => p.catch((): Observation => ({ tenant: "?", bound: "error", owners: [] }))),
-          );
-          // Wrong schema, or public (no notes table there under the seed: an error) — both are the race.
-          leaked = leaks(observations).length;
-        }
+        const leaked = await racedLeaks("seed_a", "seed_b", async (tenant, interleave) => {
+          try {
+            await pool.query(`SET search_path TO ${tenant}`);
+            await interleave();
+            const r = await pool.query<{ owner: string }>("SELECT owner FROM notes");
+            await pool.query("SET search_path TO public");
+            return { tenant, bound: tenant, owners: r.rows.map((x) => x.owner) };
+          } catch {
+            // Wrong schema, or public (no notes table there under the seed: an error) — both are the race.
+            return { tenant: "?", bound: "error", owners: [] };
+          }
+        });
         expect(leaked).toBeGreaterThan(0);
       } finally {
         await pool.end();

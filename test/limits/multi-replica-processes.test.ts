@@ -1,13 +1,12 @@
 import { type ChildProcess, spawn } from "node:child_process";
-import { once } from "node:events";
 import { existsSync } from "node:fs";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
-import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { Redis } from "ioredis";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startTestIssuer, type TestIssuer } from "../../src/testing/test-issuer.js";
+import { freePort } from "../support/ports.js";
 import { createTestDatabase, type TestDatabase } from "../support/postgres.js";
 import { uniqueKeyPrefix } from "../support/redis.js";
 import { callTool, type McpReply } from "../support/replicas.js";
@@ -29,16 +28,6 @@ const REQUESTS = 900;
 const CONCURRENCY = 8;
 const BASE_URL = "https://mcp.tenantry.test";
 const AUDIENCE = `${BASE_URL}/mcp`;
-
-async function freePort(): Promise<number> {
-  const server = createServer();
-  server.listen(0, "127.0.0.1");
-  await once(server, "listening");
-  const { port } = server.address() as { port: number };
-  server.close();
-  await once(server, "close");
-  return port;
-}
 
 interface Proc {
   child: ChildProcess;

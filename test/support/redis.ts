@@ -1,7 +1,7 @@
 import { type ChildProcess, spawn, spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { once } from "node:events";
-import { createServer } from "node:net";
+import { freePort } from "./ports.js";
 import { pingRedis, REDIS_URL, redisAvailable, requireServices, serviceGate } from "./services.js";
 
 export { pingRedis, REDIS_URL, redisAvailable };
@@ -35,17 +35,6 @@ export function redisServerGate(): boolean {
 /** A key prefix unique to this test run, so concurrent test files never share keys. */
 export function uniqueKeyPrefix(label = "test"): string {
   return `tenantry:test:${label}:${randomBytes(6).toString("hex")}`;
-}
-
-async function freePort(): Promise<number> {
-  const server = createServer();
-  server.listen(0, "127.0.0.1");
-  await once(server, "listening");
-  const address = server.address();
-  server.close();
-  await once(server, "close");
-  if (address === null || typeof address === "string") throw new Error("no TCP port");
-  return address.port;
 }
 
 /** A Redis server owned by one test: stop and start it without disturbing the shared one. */

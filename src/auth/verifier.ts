@@ -20,15 +20,17 @@ export interface VerifiedToken {
   readonly expiresAt: number;
 }
 
-/** Verifies bearer tokens. Every failure is a `TenantryError` with code `invalid_token`. */
+/**
+ * Verifies bearer tokens. A refused token is a `TenantryError` with code `invalid_token`; an
+ * identity provider whose metadata or keys cannot be fetched, `service_unavailable`.
+ */
 export interface TokenVerifier {
   verify(token: string): Promise<VerifiedToken>;
   /**
-   * The result of an earlier successful `verify` of this exact token, while it is still valid;
-   * `undefined` otherwise (then call `verify`). The request path's synchronous fast path.
+   * The result of an earlier successful `verify` of this exact token, with the time (epoch ms, the
+   * verifier's clock) until which it may be trusted; `undefined` otherwise (then call `verify`).
+   * The request path's synchronous fast path.
    */
-  cached(token: string): VerifiedToken | undefined;
-  /** {@link cached}, with the time (epoch ms, the verifier's clock) until which it may be trusted. */
   cachedUntil(token: string): { readonly value: VerifiedToken; readonly until: number } | undefined;
   /** The verifier's clock, epoch milliseconds. */
   now(): number;
@@ -165,9 +167,6 @@ export function createTokenVerifier(auth: ResolvedAuth, options: VerifierOptions
 
   return {
     now,
-    cached(token: string): VerifiedToken | undefined {
-      return this.cachedUntil(token)?.value;
-    },
     cachedUntil(token: string) {
       if (!cache.enabled || typeof token !== "string" || token.length > auth.maxTokenBytes) return undefined;
       return cache.entry(TokenCache.keyOf(token), now());

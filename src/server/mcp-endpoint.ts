@@ -216,17 +216,22 @@ export class McpEndpoint {
     };
     const responses: JsonRpcResponse[] = [];
     for (let i = 0; i < incoming.length; i++) {
-      const m = incoming[i]!;
-      if (m.kind === "request") {
-        const answer = d.dispatcher.request(m.message, state);
-        // The first message that has to wait moves the rest of the batch onto the async path.
-        if (answer instanceof Promise)
-          return this.#postAsync(res, answer, incoming, i, state, responses, batch, headers);
-        responses.push(answer);
-      } else if (m.kind === "invalid") responses.push(rpcError(m.id, RPC.invalidRequest, m.reason));
-      else if (m.kind === "notification") notes.method = m.message.method;
+      const answer = this.#answer(incoming[i]!, state);
+      // The first message that has to wait moves the rest of the batch onto the async path.
+      if (answer instanceof Promise) {
+        return this.#postAsync(res, answer, incoming, i, state, responses, batch, headers);
+      }
+      if (answer !== undefined) responses.push(answer);
     }
     this.#respond(res, responses, batch, headers);
+    return undefined;
+  }
+
+  /** One message's answer: a response, a promise of one (an asynchronous tool), or none (a notification). */
+  #answer(m: Incoming, state: DispatchState): JsonRpcResponse | Promise<JsonRpcResponse> | undefined {
+    if (m.kind === "request") return this.#d.dispatcher.request(m.message, state);
+    if (m.kind === "invalid") return rpcError(m.id, RPC.invalidRequest, m.reason);
+    if (m.kind === "notification") state.notes.method = m.message.method;
     return undefined;
   }
 
@@ -242,10 +247,8 @@ export class McpEndpoint {
   ): Promise<void> {
     responses.push(await pending);
     for (let i = at + 1; i < incoming.length; i++) {
-      const m = incoming[i]!;
-      if (m.kind === "request") responses.push(await this.#d.dispatcher.request(m.message, state));
-      else if (m.kind === "invalid") responses.push(rpcError(m.id, RPC.invalidRequest, m.reason));
-      else if (m.kind === "notification") state.notes.method = m.message.method;
+      const answer = this.#answer(incoming[i]!, state);
+      if (answer !== undefined) responses.push(await answer);
     }
     this.#respond(res, responses, batch, headers);
   }

@@ -115,4 +115,39 @@ describe.skipIf(!pgUp)("PostgresDatabase transactions, pipelined", () => {
       await db.close();
     }
   });
+
+  it("bound(): the binding holds for its statement only, and a failed binding runs no statement", async () => {
+    const db = open(1);
+    try {
+      const binding = {
+        name: "test_bind_tenant",
+        text: "SELECT FROM (SELECT set_config('app.tenant_id', $1, true) AS c0) AS b WHERE c0 IS NULL",
+        values: ["acme"],
+      };
+      const seen = await db.bound<{ t: string }>(
+        binding,
+        "SELECT current_setting('app.tenant_id', true) AS t",
+      );
+      expect(seen.rows).toEqual([{ t: "acme" }]);
+      const after = await db.query<{ t: string | null }>(
+        "SELECT current_setting('app.tenant_id', true) AS t",
+      );
+      expect(after.rows[0]!.t ?? "").toBe("");
+
+      await db.exec("CREATE TABLE bound_writes (n int)");
+      const failing = {
+        name: "test_bind_fails",
+        text: "SELECT FROM (SELECT 1/0 AS c0) AS b WHERE c0 IS NULL",
+        values: [],
+      };
+      await expect(
+        db.bound(failing, "INSERT INTO bound_writes VALUES (1) RETURNING n"),
+      ).rejects.toMatchObject({
+        code: "22012",
+      });
+      expect((await db.query("SELECT n FROM bound_writes")).rows).toEqual([]);
+    } finally {
+      await db.close();
+    }
+  });
 });

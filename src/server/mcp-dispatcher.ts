@@ -63,6 +63,11 @@ export interface DispatcherOptions {
 
 const UNKNOWN_TOOL = (name: string) => `Unknown tool: ${name}`;
 
+/** A method or tool name as the audit log and metrics keep it: the caller chose it, so it is bounded. */
+export function recordedName(name: string): string {
+  return name.length > 128 ? name.slice(0, 128) : name;
+}
+
 /**
  * MCP over JSON-RPC, without building anything per request: the tool registry is compiled once,
  * and each message is one switch. Unknown and denied tools get the same error, word for word.
@@ -83,7 +88,7 @@ export class McpDispatcher {
     message: JsonRpcRequest & { id: JsonRpcId },
     state: DispatchState,
   ): JsonRpcResponse | Promise<JsonRpcResponse> {
-    state.notes.method = message.method;
+    state.notes.method = recordedName(message.method);
     const params = message.params ?? {};
     switch (message.method) {
       case "initialize":
@@ -132,7 +137,7 @@ export class McpDispatcher {
       state.notes.errorCode = "invalid_params";
       return rpcError(id, RPC.invalidParams, "params.name must be a string");
     }
-    state.notes.tool = name.slice(0, 128);
+    state.notes.tool = recordedName(name);
     const tool = this.#tools.resolve(name, state.scope, state.record);
     if (!tool) {
       state.notes.outcome = "denied";

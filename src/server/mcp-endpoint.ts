@@ -10,7 +10,12 @@ import type { TenantScope } from "../tenancy/context.js";
 import { isJsonContentType, readBody } from "./body.js";
 import { type MapperContext, toHttpError } from "./error-mapper.js";
 import { classify, type Incoming, type JsonRpcResponse, RPC, rpcError } from "./json-rpc.js";
-import type { DispatchNotes, DispatchState, McpDispatcher } from "./mcp-dispatcher.js";
+import {
+  type DispatchNotes,
+  type DispatchState,
+  type McpDispatcher,
+  recordedName,
+} from "./mcp-dispatcher.js";
 import type { ServerMetrics } from "./metrics.js";
 import type { AdmissionPipeline, Admitted, Identified } from "./pipeline.js";
 import type { RequestIds } from "./request-id.js";
@@ -231,7 +236,7 @@ export class McpEndpoint {
   #answer(m: Incoming, state: DispatchState): JsonRpcResponse | Promise<JsonRpcResponse> | undefined {
     if (m.kind === "request") return this.#d.dispatcher.request(m.message, state);
     if (m.kind === "invalid") return rpcError(m.id, RPC.invalidRequest, m.reason);
-    if (m.kind === "notification") state.notes.method = m.message.method;
+    if (m.kind === "notification") state.notes.method = recordedName(m.message.method);
     return undefined;
   }
 

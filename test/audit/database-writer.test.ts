@@ -1,0 +1,156 @@
+import fc from "fast-check";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { AuditEvent } from "../../src/audit/audit-event.js";
+import { databaseAuditReader } from "../../src/audit/audit-query.js";
+import { databaseWriter } from "../../src/audit/sinks.js";
+import { parseConfig } from "../../src/config/load.js";
+import { ensurePgliteRuntimeRole, runCoreMigrations } from "../../src/db/core-migrations.js";
+import type { Database } from "../../src/db/database.js";
+import { openDatabases } from "../../src/db/open.js";
+import { createTestDatabase, type TestDatabase } from "../support/postgres.js";
+import { serviceGate } from "../support/services.js";
+
+const pgUp = await serviceGate("postgres");
+
+/** Text that array literals, JSON and SQL each treat specially. */
+const HOSTILE = [
+  "NULL",
+  "null",
+  "",
+  '"',
+  "\\",
+  '\\"',
+  "{a,b}",
+  "a,b",
+  "{}",
+  "'; DROP TABLE tenantry_audit; --",
+  "line\nbreak\ttab\rreturn",
+  "ünïcødé ✓ 🦀",
+  " leading and trailing ",
+  "nul\u0000inside",
+];
+
+function event(i: number, text: string, details: AuditEvent["details"]): AuditEvent {
+  return {
+    at: new Date(Date.UTC(2026, 10, 30, 0, 0, 0, i)).toISOString(),
+    kind: "request",
+    tenantId: `tenant-${i}`,
+    userId: text,
+    impersonatedBy: i % 2 ? null : text,
+    action: "tools/call",
+    tool: text,
+    outcome: "error",
+    errorCode: text,
+    latencyMs: i % 3 ? i / 7 : null,
+    requestId: text,
+    replica: text,
+    details,
+  };
+}
+
+/** NUL, which PostgreSQL cannot store, is kept as U+FFFD. */
+const stored = (text: string) => text.replaceAll("\u0000", "\uFFFD");
+
+/** What a JSON value reads back as: NUL as U+FFFD in keys and strings, -0 as 0 (JSON has no -0). */
+function storedJson(value: unknown): Record<string, unknown> {
+  const walk = (v: unknown): unknown => {
+    if (typeof v === "string") return stored(v);
+    if (Array.isArray(v)) return v.map(walk);
+    if (v !== null && typeof v === "object") {
+      return Object.fromEntries(Object.entries(v).map(([k, x]) => [stored(k), walk(x)]));
+    }
+    return Object.is(v, -0) ? 0 : v;
+  };
+  return walk(value) as Record<string, unknown>;
+}
+
+function engines(): [string, () => Promise<{ db: Database; close(): Promise<void> }>][] {
+  const list: [string, () => Promise<{ db: Database; close(): Promise<void> }>][] = [
+    [
+      "PGlite",
+      async () => {
+        const dbs = await openDatabases(parseConfig({}, "test", {}), { memory: true });
+        await ensurePgliteRuntimeRole(dbs.admin, dbs.runtimeRole as string);
+        await runCoreMigrations(dbs.admin, dbs.runtimeRoleName);
+        return { db: dbs.admin, close: () => dbs.close() };
+      },
+    ],
+  ];
+  if (pgUp) {
+    list.push([
+      "PostgreSQL",
+      async () => {
+        const pgdb: TestDatabase = await createTestDatabase();
+        const config = parseConfig(
+          { database: { url: pgdb.runtimeUrl, admin_url: pgdb.adminUrl, pool_size: 2 } },
+          "test",
+          {},
+        );
+        const dbs = await openDatabases(config);
+        await runCoreMigrations(dbs.admin, dbs.runtimeRoleName);
+        return {
+          db: dbs.admin,
+          close: async () => {
+            await dbs.close();
+            await pgdb.drop();
+          },
+        };
+      },
+    ]);
+  }
+  return list;
+}
+
+describe.each(engines())("the database audit writer on %s", (_name, open) => {
+  let env: { db: Database; close(): Promise<void> };
+  beforeAll(async () => {
+    env = await open();
+  }, 120_000);
+  afterAll(async () => {
+    await env?.close();
+  });
+
+  it("stores every column of a batch exactly, whatever the text", async () => {
+    await env.db.query("TRUNCATE tenantry_audit");
+    const details = (text: string, i: number) => ({ text, [text]: i, nested: { list: [text, 1, null] } });
+    const events = HOSTILE.map((text, i) => event(i, text, i % 4 === 0 ? null : details(text, i)));
+    await databaseWriter(env.db)(events);
+    const read = await databaseAuditReader(env.db).query({ limit: 1000 });
+    expect(read).toEqual(
+      HOSTILE.map((text, i) => event(i, stored(text), i % 4 === 0 ? null : details(stored(text), i))),
+    );
+  });
+
+  it("round-trips arbitrary strings and JSON details (property)", async () => {
+    await fc.assert(
+      fc.asyncProperty(
+        fc.array(
+          fc.record({
+            text: fc.string({ unit: "binary" }),
+            details: fc.option(fc.dictionary(fc.string(), fc.jsonValue()), { nil: null }),
+          }),
+          { minLength: 1, maxLength: 8 },
+        ),
+        async (rows) => {
+          await env.db.query("TRUNCATE tenantry_audit");
+          const events = rows.map((r, i) => event(i, r.text, r.details));
+          await databaseWriter(env.db)(events);
+          const read = await databaseAuditReader(env.db).query({ limit: 1000 });
+          const expected = rows.map((r, i) =>
+            event(i, stored(r.text), r.details === null ? null : storedJson(r.details)),
+          );
+          expect(read).toEqual(expected);
+        },
+      ),
+      { numRuns: 40 },
+    );
+  });
+
+  it("writes a batch all or nothing", async () => {
+    await env.db.query("TRUNCATE tenantry_audit");
+    const good = event(1, "ok", null);
+    const bad = { ...event(2, "bad", null), at: "not a time" };
+    await expect(databaseWriter(env.db)([good, bad])).rejects.toThrow();
+    expect(await databaseAuditReader(env.db).query({ limit: 10 })).toEqual([]);
+  });
+});

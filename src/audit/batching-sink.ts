@@ -73,7 +73,7 @@ export class BatchingAuditSink implements AuditSink {
   }
 
   async flush(): Promise<void> {
-    while (this.#queue.length > 0) await this.#drain();
+    while (this.#queue.length > 0) await this.#drain(true);
   }
 
   async close(): Promise<void> {
@@ -91,12 +91,18 @@ export class BatchingAuditSink implements AuditSink {
     }
   }
 
-  /** Writes batches until the queue is empty; one drain at a time keeps events in order. */
-  #drain(): Promise<void> {
+  /**
+   * Writes batches, one drain at a time to keep events in order. A background drain writes the
+   * first batch and then only full ones: what arrives meanwhile waits for the flush interval or a
+   * full batch, so a busy server writes few large batches rather than many small ones (each
+   * statement and commit has a fixed cost). `all` (flush, close) writes until the queue is empty.
+   */
+  #drain(all = false): Promise<void> {
     if (this.#draining) return this.#draining;
     if (this.#queue.length === 0) return Promise.resolve();
     const run = async () => {
-      while (this.#queue.length > 0) {
+      for (let first = true; this.#queue.length > 0; first = false) {
+        if (!first && !all && this.#queue.length < this.#o.batchSize) break;
         const batch = this.#queue.slice(0, this.#o.batchSize);
         await this.#write(batch);
         this.#queue.splice(0, batch.length);
@@ -113,7 +119,13 @@ export class BatchingAuditSink implements AuditSink {
 
   /** Schedules a background drain in `delayMs` unless one is already due sooner. */
   #background(delayMs: number): void {
-    if (this.#timer || this.#closed) return;
+    if (this.#closed) return;
+    if (delayMs === 0 && !this.#draining && this.#timer) {
+      // A full batch need not wait for the flush interval.
+      clearTimeout(this.#timer);
+      this.#timer = undefined;
+    }
+    if (this.#timer) return;
     if (delayMs === 0 && !this.#draining) {
       void this.#drain().then(
         () => this.#afterDrain(),

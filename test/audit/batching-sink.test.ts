@@ -40,6 +40,23 @@ describe("BatchingAuditSink", () => {
     expect(sink.pending).toBe(0);
   });
 
+  it("under load writes full batches; a remainder waits for its timer instead of going out alone", async () => {
+    const r = recorder({ delayMs: 20 });
+    const sink = new BatchingAuditSink(r.write, { queueSize: 100, batchSize: 3, flushIntervalMs: 150 });
+    for (let i = 0; i < 3; i++) sink.enqueue(event(i)); // a full batch: written at once
+    for (let i = 3; i < 8; i++) sink.enqueue(event(i)); // arrive while it is in flight
+    await new Promise((resolve) => setTimeout(resolve, 80));
+    // The first batch, then the one full batch that was waiting; "r6", "r7" wait for the timer.
+    expect(r.written.map((b) => b.map((e) => e.requestId))).toEqual([
+      ["r0", "r1", "r2"],
+      ["r3", "r4", "r5"],
+    ]);
+    expect(sink.pending).toBe(2);
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    expect(r.written.at(-1)?.map((e) => e.requestId)).toEqual(["r6", "r7"]);
+    expect(sink.pending).toBe(0);
+  });
+
   it("flushes on its timer when fewer than a batch are queued", async () => {
     const r = recorder();
     const sink = new BatchingAuditSink(r.write, { queueSize: 100, batchSize: 50, flushIntervalMs: 10 });

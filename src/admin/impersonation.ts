@@ -103,8 +103,8 @@ export class ImpersonationService implements ImpersonationResolver {
     options: { ttlSeconds?: number } = {},
   ): Promise<IssuedGrant> {
     assertTenantId(tenantId);
-    if (typeof reason !== "string" || reason.trim() === "") {
-      throw new TenantryError("invalid_argument", "impersonation needs a reason");
+    if (typeof reason !== "string" || reason.trim() === "" || reason.includes("\0")) {
+      throw new TenantryError("invalid_argument", "impersonation needs a reason (text without NUL)");
     }
     if (reason.length > MAX_REASON) {
       throw new TenantryError("invalid_argument", `the reason must be at most ${MAX_REASON} characters`);

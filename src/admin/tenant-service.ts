@@ -57,6 +57,34 @@ function positiveInt(value: unknown, what: string): void {
   }
 }
 
+/** NUL is the one character PostgreSQL cannot store in `text` or `jsonb`. */
+const hasNul = (text: string) => text.includes("\0");
+
+/** Checks the fields `create` and `update` share, whichever are present. */
+function checkFields(
+  t: Partial<Pick<NewTenant, "name" | "rateLimit" | "allowedTools" | "featureFlags">>,
+): void {
+  if (t.name !== undefined) {
+    if (typeof t.name !== "string" || t.name.trim() === "" || t.name.length > 200 || hasNul(t.name)) {
+      throw new TenantryError("invalid_argument", "--name must be 1-200 characters, without NUL");
+    }
+  }
+  positiveInt(t.rateLimit, "rate limit");
+  if (t.allowedTools?.some((n) => typeof n !== "string" || n.length === 0 || n.length > 128 || hasNul(n))) {
+    throw new TenantryError("invalid_argument", "allowed tools must be tool names");
+  }
+  if (t.featureFlags !== undefined) {
+    for (const [k, v] of Object.entries(t.featureFlags)) {
+      if (k.length === 0 || k.length > 128 || hasNul(k) || (typeof v === "string" && hasNul(v))) {
+        throw new TenantryError(
+          "invalid_argument",
+          "feature flag names must be 1-128 characters, without NUL",
+        );
+      }
+    }
+  }
+}
+
 const DAY_MS = 86_400_000;
 
 /**
@@ -96,14 +124,10 @@ export class TenantService {
    */
   async create(actor: Actor, t: NewTenant, hooks: { afterStep?: (step: string) => Promise<void> } = {}) {
     assertTenantId(t.id);
-    if (typeof t.name !== "string" || t.name.trim() === "" || t.name.length > 200) {
+    if (typeof t.name !== "string")
       throw new TenantryError("invalid_argument", "--name must be 1-200 characters");
-    }
-    positiveInt(t.rateLimit, "rate limit");
+    checkFields(t);
     positiveInt(t.trialDays, "trial days");
-    if (t.allowedTools?.some((n) => typeof n !== "string" || n.length === 0 || n.length > 128)) {
-      throw new TenantryError("invalid_argument", "allowed tools must be tool names");
-    }
     let record = await this.#store.get(t.id);
     if (record && record.status !== "provisioning") {
       throw new TenantryError("tenant_exists", `tenant ${t.id} already exists (status ${record.status})`);
@@ -153,7 +177,7 @@ export class TenantService {
     u: TenantUpdate & { convertTrial?: boolean },
   ): Promise<TenantRecord> {
     const current = await this.show(id);
-    positiveInt(u.rateLimit, "rate limit");
+    checkFields(u);
     const update: TenantUpdate = { ...u };
     delete (update as { convertTrial?: boolean }).convertTrial;
     if (u.convertTrial) {

@@ -32,8 +32,8 @@ export function normaliseAuditQuery(q: AuditQuery): Required<Pick<AuditQuery, "l
   if (q.since !== undefined && Number.isNaN(q.since.getTime())) {
     throw new TenantryError("invalid_argument", "since must be an ISO-8601 date");
   }
-  if (q.action !== undefined && (q.action.length === 0 || q.action.length > 200)) {
-    throw new TenantryError("invalid_argument", "action must be 1-200 characters");
+  if (q.action !== undefined && (q.action.length === 0 || q.action.length > 200 || q.action.includes("\0"))) {
+    throw new TenantryError("invalid_argument", "action must be 1-200 characters, without NUL");
   }
   const limit = q.limit ?? DEFAULT_AUDIT_LIMIT;
   if (!Number.isSafeInteger(limit) || limit < 1 || limit > MAX_AUDIT_LIMIT) {

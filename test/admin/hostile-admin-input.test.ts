@@ -1,0 +1,44 @@
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { type Harness, startHarness } from "../../src/testing/index.js";
+import { adminApi } from "./helpers.js";
+
+/**
+ * PostgreSQL cannot store NUL in `text` or `jsonb`. Admin input carrying one is refused up front
+ * with 400 `invalid_argument`, and changes nothing, rather than failing inside the database as 500.
+ */
+describe("admin input PostgreSQL cannot store", () => {
+  let h: Harness;
+  let admin: string;
+  beforeAll(async () => {
+    h = await startHarness({ tenants: [{ id: "acme", name: "Acme" }] });
+    admin = await h.adminToken({ sub: "auth0|ops" });
+  }, 60_000);
+  afterAll(async () => h?.close());
+
+  const attempts: [string, string, string, Record<string, unknown> | undefined][] = [
+    ["create, name", "POST", "/tenants", { id: "nul-1", name: "a\u0000b" }],
+    ["create, allowed tool", "POST", "/tenants", { id: "nul-2", name: "n", allowed_tools: ["a\u0000"] }],
+    ["create, flag name", "POST", "/tenants", { id: "nul-3", name: "n", feature_flags: { "f\u0000": true } }],
+    ["update, name", "PATCH", "/tenants/acme", { name: "a\u0000b" }],
+    ["update, empty name", "PATCH", "/tenants/acme", { name: "  " }],
+    ["update, flag value", "PATCH", "/tenants/acme", { feature_flags: { beta: "x\u0000" } }],
+    ["update, allowed tool", "PATCH", "/tenants/acme", { allowed_tools: ["ok", "b\u0000d"] }],
+    ["impersonation reason", "POST", "/impersonations", { tenant_id: "acme", reason: "x\u0000y" }],
+    ["audit query action", "GET", "/audit?action=a%00b", undefined],
+  ];
+
+  it.each(attempts)("%s: 400 invalid_argument", async (_what, method, path, body) => {
+    const r = await adminApi(h, admin, method, path, body);
+    expect(r.status).toBe(400);
+    expect(r.body.error).toBe("invalid_argument");
+  });
+
+  it("and nothing changed", async () => {
+    for (const id of ["nul-1", "nul-2", "nul-3"]) {
+      await expect(h.app.tenants.show(id)).rejects.toMatchObject({ code: "unknown_tenant" });
+    }
+    const acme = await h.app.tenants.show("acme");
+    expect(acme).toMatchObject({ name: "Acme", config: { allowedTools: [], featureFlags: {} } });
+    expect((await h.app.dbs.admin.query("SELECT 1 FROM tenantry_impersonations")).rowCount).toBe(0);
+  });
+});

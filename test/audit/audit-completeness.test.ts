@@ -163,7 +163,9 @@ describe("shutdown mid-load", () => {
       const tokens = h.tenants.map((t) => t.token);
       const N = 300;
       let closing: Promise<void> | undefined;
+      /** Requests that got an HTTP response (a 429 from the tenant's rate limit counts: it is audited too). */
       const responded: string[] = [];
+      const served: string[] = [];
       const attempts = Array.from({ length: N }, (_, i) =>
         (async () => {
           // Stagger so that some requests start after the shutdown began.
@@ -179,8 +181,8 @@ describe("shutdown mid-load", () => {
                 "X-Request-Id": id,
               },
             );
-            if (r.status !== 200) throw new Error(`status ${r.status}`);
             responded.push(id);
+            if (r.status === 200) served.push(id);
           } catch {
             // refused: the server was no longer listening
           }
@@ -189,14 +191,14 @@ describe("shutdown mid-load", () => {
       );
       await Promise.all(attempts);
       await closing;
-      expect(responded.length).toBeGreaterThan(100);
+      expect(served.length).toBeGreaterThan(100);
       const logged = (await jsonlAuditReader(h.app.config.audit.path).query({ limit: 10_000 })).filter((e) =>
         e.requestId?.startsWith("sig-"),
       );
       const ids = logged.map((e) => e.requestId!);
       expect(new Set(ids).size).toBe(ids.length);
       expect(new Set(ids)).toEqual(new Set(responded));
-      expect(counter.state.runs).toBe(responded.length);
+      expect(counter.state.runs).toBe(served.length);
       for (const e of logged) {
         const i = Number(e.requestId!.slice(4));
         expect(e.tenantId).toBe(h.tenants[i % TENANTS]!.id);

@@ -1,8 +1,8 @@
 import type { Registry } from "prom-client";
 import { registerCollected, type Sample } from "../server/collected-metric.js";
 
-/** The label value shared by tenants beyond the label budget. */
-export const OTHER_TENANT_LABEL = "_other";
+/** The label value shared by tenants beyond the label budget: not a valid tenant id, so no tenant shares it. */
+export const OTHER_TENANT_LABEL = "(other)";
 
 /** Options of {@link RateLimitMetrics}. */
 export interface RateLimitMetricsOptions {
@@ -22,7 +22,7 @@ interface Tally {
 /**
  * Per-tenant counters of rate-limit decisions, `tenantry_rate_limit_allowed_total` and
  * `tenantry_rate_limit_limited_total` (label `tenant`). Cardinality is bounded: the first
- * `maxTenantLabels` tenants seen get their own series; the rest share `tenant="_other"`.
+ * `maxTenantLabels` tenants seen get their own series; the rest share `tenant="(other)"`.
  * The request path adds to a number; series are built when the registry is scraped.
  */
 export class RateLimitMetrics {

@@ -28,7 +28,7 @@ interface MethodStats {
 /**
  * `/metrics`: request counts and a latency histogram per method, plus per-tenant rate-limit
  * counters. Label values come from closed sets (methods outside the set are `other`; tenants past
- * the budget are `_other`), so cardinality stays bounded whatever clients send. The request path
+ * the budget are `(other)`), so cardinality stays bounded whatever clients send. The request path
  * only adds to numbers; samples are built when the endpoint is scraped.
  */
 export class ServerMetrics {

@@ -265,15 +265,15 @@ describe("the in-flight cap per tenant (max_in_flight_per_tenant = 2)", () => {
 });
 
 describe("tenant label budget of the rate-limit metrics", () => {
-  it("tenants past the budget are counted under _other, so /metrics stays bounded", async () => {
+  it("tenants past the budget are counted under (other), so /metrics stays bounded", async () => {
     const metrics = new ServerMetrics({ defaultMetrics: false, maxTenantLabels: 2 });
     for (const t of ["a", "b", "c", "d", "a"]) metrics.rateLimit(t, true);
     metrics.rateLimit("d", false);
     const text = await metrics.text();
     expect(counter(text, "allowed", "a")).toBe(2);
     expect(counter(text, "allowed", "b")).toBe(1);
-    expect(counter(text, "allowed", "_other")).toBe(2);
-    expect(counter(text, "limited", "_other")).toBe(1);
+    expect(counter(text, "allowed", "(other)")).toBe(2);
+    expect(counter(text, "limited", "(other)")).toBe(1);
     expect(text).not.toMatch(/tenant="[cd]"/);
   });
 });

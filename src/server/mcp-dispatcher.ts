@@ -306,6 +306,7 @@ function toCallResult(output: unknown): Record<string, unknown> {
     output !== null &&
     Array.isArray((output as { content?: unknown }).content)
   ) {
+    JSON.stringify(output); // throws for what JSON cannot carry, before the call commits
     return output as Record<string, unknown>;
   }
   const text = typeof output === "string" ? output : JSON.stringify(output ?? null);

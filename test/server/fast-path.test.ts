@@ -33,6 +33,12 @@ const tools = [
     run: () => ({ n: 1n }),
   }),
   defineTool({
+    name: "not_json_result",
+    description: "returns a full MCP result that JSON cannot carry",
+    input: z.object({}),
+    run: () => ({ content: [{ type: "text", text: "x" }], _meta: { n: 1n } }),
+  }),
+  defineTool({
     name: "boom",
     description: "throws synchronously",
     input: z.object({}),
@@ -186,12 +192,17 @@ describe("the synchronous request path", () => {
         call("boom", {}, 5),
         call("later", { text: "b" }, 6),
         call("not_json", {}, 7),
+        call("not_json_result", {}, 8),
       ]);
       expect(reply.status).toBe(200);
       const answers = reply.body as { id: number; result: Record<string, unknown> }[];
-      expect(answers.map((a) => a.id)).toEqual([1, 2, 3, 4, 5, 6, 7]);
+      expect(answers.map((a) => a.id)).toEqual([1, 2, 3, 4, 5, 6, 7, 8]);
       expect(answers[6]!.result).toEqual({
         content: [{ type: "text", text: "Tool not_json failed" }],
+        isError: true,
+      });
+      expect(answers[7]!.result).toEqual({
+        content: [{ type: "text", text: "Tool not_json_result failed" }],
         isError: true,
       });
       expect(answers[1]!.result.structuredContent).toEqual({ text: "a", tenant: "globex" });

@@ -2,7 +2,7 @@ import { appendFile, mkdir } from "node:fs/promises";
 import { dirname } from "node:path";
 import type { Database } from "../db/database.js";
 import type { AuditEvent } from "./audit-event.js";
-import { BatchingAuditSink, type BatchingOptions } from "./batching-sink.js";
+import { BatchingAuditSink, type BatchingOptions, type WriteBatch } from "./batching-sink.js";
 
 /** JSON line form of an event (snake_case, as documented in README "Audit"). */
 export function auditEventToJson(e: AuditEvent): Record<string, unknown> {
@@ -109,11 +109,40 @@ export function createAuditSink(
   sink: "database" | "jsonl" | "both" | "none",
   deps: { db: Database; path: string; batching: BatchingOptions },
 ): BatchingAuditSink {
-  const writers: ((events: readonly AuditEvent[]) => Promise<void>)[] = [];
+  const writers: WriteBatch[] = [];
   if (sink === "database" || sink === "both") writers.push(databaseWriter(deps.db));
   if (sink === "jsonl" || sink === "both") writers.push(jsonlWriter(deps.path));
-  const write = async (events: readonly AuditEvent[]) => {
-    for (const w of writers) await w(events);
+  return new BatchingAuditSink(fanOut(writers), deps.batching);
+}
+
+/**
+ * Writes each batch to every writer, in turn. When one fails after others succeeded, the batch is
+ * retried (the sink keeps it at the head of its queue), but each writer is given only the events
+ * it has not written yet: `sink = "both"` does not duplicate the database rows because the file
+ * failed, nor the reverse. Each writer is all-or-nothing for the events it is given.
+ */
+export function fanOut(writers: readonly WriteBatch[]): WriteBatch {
+  if (writers.length === 1) return writers[0] as WriteBatch;
+  /** The batch a writer failed on, and how many of its first events each writer has written. */
+  let failed: { batch: readonly AuditEvent[]; written: number[] } | undefined;
+  return async (events) => {
+    // A retry starts with the events of the failed batch, in order (it may carry more).
+    const resumes =
+      failed !== undefined &&
+      failed.batch.length <= events.length &&
+      failed.batch.every((e, i) => events[i] === e);
+    const written = resumes && failed ? failed.written : writers.map(() => 0);
+    failed = undefined;
+    for (let i = 0; i < writers.length; i++) {
+      const from = written[i] as number;
+      if (from >= events.length) continue;
+      try {
+        await (writers[i] as WriteBatch)(from === 0 ? events : events.slice(from));
+      } catch (error) {
+        failed = { batch: events, written };
+        throw error;
+      }
+      written[i] = events.length;
+    }
   };
-  return new BatchingAuditSink(write, deps.batching);
 }

@@ -1,0 +1,87 @@
+import { describe, expect, it } from "vitest";
+import type { AuditEvent } from "../../src/audit/audit-event.js";
+import { BatchingAuditSink } from "../../src/audit/batching-sink.js";
+import { fanOut } from "../../src/audit/sinks.js";
+
+const event = (n: number): AuditEvent => ({
+  at: new Date(0).toISOString(),
+  kind: "request",
+  tenantId: `t${n % 3}`,
+  userId: "u",
+  impersonatedBy: null,
+  action: "tools/call",
+  tool: null,
+  outcome: "ok",
+  errorCode: null,
+  latencyMs: 1,
+  requestId: `r${n}`,
+  replica: "test",
+  details: null,
+});
+
+/** A writer that records what it wrote and fails while `down()` says so (all or nothing). */
+function writer(down: () => boolean = () => false) {
+  const rows: string[] = [];
+  return {
+    rows,
+    write: async (batch: readonly AuditEvent[]) => {
+      if (down()) throw new Error("down");
+      rows.push(...batch.map((e) => e.requestId ?? ""));
+    },
+  };
+}
+
+describe('sink = "both": a batch retried after one writer failed', () => {
+  it("gives each writer only what it has not written, so neither duplicates nor loses events", async () => {
+    let fileDown = true;
+    const database = writer();
+    const file = writer(() => fileDown);
+    const sink = new BatchingAuditSink(fanOut([database.write, file.write]), {
+      queueSize: 100,
+      batchSize: 10,
+      flushIntervalMs: 60_000,
+    });
+    for (let i = 0; i < 4; i++) sink.enqueue(event(i));
+    await expect(sink.flush()).rejects.toThrow("down");
+    expect(database.rows).toEqual(["r0", "r1", "r2", "r3"]);
+    expect(file.rows).toEqual([]);
+    // More events arrive before the retry: the retried batch carries them too.
+    for (let i = 4; i < 6; i++) sink.enqueue(event(i));
+    fileDown = false;
+    await sink.flush();
+    const all = ["r0", "r1", "r2", "r3", "r4", "r5"];
+    expect(database.rows).toEqual(all);
+    expect(file.rows).toEqual(all);
+    expect(sink.pending).toBe(0);
+  });
+
+  it("the same when the first writer is the one that failed", async () => {
+    let databaseDown = true;
+    const database = writer(() => databaseDown);
+    const file = writer();
+    const sink = new BatchingAuditSink(fanOut([database.write, file.write]), {
+      queueSize: 100,
+      batchSize: 10,
+      flushIntervalMs: 60_000,
+    });
+    for (let i = 0; i < 3; i++) sink.enqueue(event(i));
+    await expect(sink.flush()).rejects.toThrow("down");
+    await expect(sink.flush()).rejects.toThrow("down");
+    expect(file.rows).toEqual([]); // not reached: writers run in order
+    databaseDown = false;
+    await sink.flush();
+    expect(database.rows).toEqual(["r0", "r1", "r2"]);
+    expect(file.rows).toEqual(["r0", "r1", "r2"]);
+  });
+
+  it("a batch that is not a retry is written whole to every writer, even if it reuses event objects", async () => {
+    const database = writer();
+    const file = writer();
+    const write = fanOut([database.write, file.write]);
+    const same = event(7);
+    await write([same, same]);
+    await write([same]);
+    expect(database.rows).toEqual(["r7", "r7", "r7"]);
+    expect(file.rows).toEqual(["r7", "r7", "r7"]);
+  });
+});

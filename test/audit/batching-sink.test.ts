@@ -1,22 +1,9 @@
 import { describe, expect, it } from "vitest";
 import type { AuditEvent } from "../../src/audit/audit-event.js";
 import { BatchingAuditSink } from "../../src/audit/batching-sink.js";
+import { auditEvent } from "../support/records.js";
 
-const event = (n: number): AuditEvent => ({
-  at: new Date(0).toISOString(),
-  kind: "request",
-  tenantId: `t${n}`,
-  userId: "u",
-  impersonatedBy: null,
-  action: "tools/call",
-  tool: null,
-  outcome: "ok",
-  errorCode: null,
-  latencyMs: 1,
-  requestId: `r${n}`,
-  replica: "test",
-  details: null,
-});
+const event = auditEvent;
 
 function recorder(options: { fail?: () => boolean; delayMs?: number } = {}) {
   const written: AuditEvent[][] = [];

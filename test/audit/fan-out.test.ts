@@ -2,22 +2,9 @@ import { describe, expect, it } from "vitest";
 import type { AuditEvent } from "../../src/audit/audit-event.js";
 import { BatchingAuditSink } from "../../src/audit/batching-sink.js";
 import { fanOut } from "../../src/audit/sinks.js";
+import { auditEvent } from "../support/records.js";
 
-const event = (n: number): AuditEvent => ({
-  at: new Date(0).toISOString(),
-  kind: "request",
-  tenantId: `t${n % 3}`,
-  userId: "u",
-  impersonatedBy: null,
-  action: "tools/call",
-  tool: null,
-  outcome: "ok",
-  errorCode: null,
-  latencyMs: 1,
-  requestId: `r${n}`,
-  replica: "test",
-  details: null,
-});
+const event = auditEvent;
 
 /** A writer that records what it wrote and fails while `down()` says so (all or nothing). */
 function writer(down: () => boolean = () => false) {

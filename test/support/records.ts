@@ -1,3 +1,4 @@
+import type { AuditEvent } from "../../src/audit/audit-event.js";
 import type { TenantRecord } from "../../src/tenancy/tenant.js";
 
 /** An active registry record, for tests that drive isolation without the registry. */
@@ -15,5 +16,24 @@ export function record(id: string, key: string): TenantRecord {
     purgeAfter: null,
     createdAt: now,
     updatedAt: now,
+  };
+}
+
+/** A request event numbered `n` (request id `r<n>`, tenant `t<n % 3>`), for tests of the audit sinks. */
+export function auditEvent(n: number): AuditEvent {
+  return {
+    at: new Date(0).toISOString(),
+    kind: "request",
+    tenantId: `t${n % 3}`,
+    userId: "u",
+    impersonatedBy: null,
+    action: "tools/call",
+    tool: null,
+    outcome: "ok",
+    errorCode: null,
+    latencyMs: 1,
+    requestId: `r${n}`,
+    replica: "test",
+    details: null,
   };
 }

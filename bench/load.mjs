@@ -31,6 +31,7 @@ process.once("message", async (job) => {
       if (record) instance.on("response", (_client, _status, _bytes, ms) => latencies.push(ms));
     });
   if (job.warmup > 0) await run(job.warmup, false);
+  process.send("measuring"); // the parent samples CPU time from here
   const { result: r, latencies } = await run(job.duration, true);
   latencies.sort((x, y) => x - y);
   process.send({

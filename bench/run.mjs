@@ -5,6 +5,7 @@
 // on all of them alike; each figure is the median over the rounds, each ratio the median of the
 // per-round ratios. A first, uncounted round warms every server up.
 import { fork } from "node:child_process";
+import { readdirSync, readFileSync } from "node:fs";
 import { cpus } from "node:os";
 import { fileURLToPath } from "node:url";
 import { createBenchDatabase } from "./pg-setup.mjs";
@@ -50,12 +51,76 @@ async function stop(server) {
   server.child.kill("SIGKILL");
 }
 
-function load(job) {
+/**
+ * CPU time of processes, from /proc (Linux; elsewhere `undefined` and the CPU table is left out):
+ * utime + stime in clock ticks of 10 ms (USER_HZ is 100 on Linux).
+ */
+const TICK_US = 10_000;
+function cpuTicks(pid) {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    return Number(fields[11]) + Number(fields[12]);
+  } catch {
+    return undefined;
+  }
+}
+/** CPU ticks of every local PostgreSQL process (backends, WAL writer, checkpointer…), by pid. */
+function postgresTicks() {
+  const ticks = new Map();
+  try {
+    for (const pid of readdirSync("/proc")) {
+      if (!/^\d+$/.test(pid)) continue;
+      try {
+        if (readFileSync(`/proc/${pid}/comm`, "utf8").startsWith("postgres"))
+          ticks.set(pid, cpuTicks(pid) ?? 0);
+      } catch {
+        // the process ended
+      }
+    }
+  } catch {
+    return undefined;
+  }
+  return ticks;
+}
+
+/** Ticks used between two samples; a process started in between counts from zero. */
+function ticksBetween(start, end) {
+  if (start === undefined || end === undefined) return undefined;
+  if (!(start instanceof Map)) return end - start;
+  let total = 0;
+  for (const [pid, t] of end) total += t - (start.get(pid) ?? 0);
+  return total;
+}
+
+/**
+ * Runs the load generator against one server. With `server`, also measures the CPU time the
+ * server, the load generator and PostgreSQL used during the counted run, per request (µs).
+ */
+function load(job, server) {
   return new Promise((resolve, reject) => {
     const child = fork(here("./load.mjs"), [], { stdio: ["ignore", "ignore", "inherit", "ipc"] });
-    child.once("message", (r) => {
+    let start;
+    const sample = () => ({
+      server: cpuTicks(server?.child.pid),
+      load: cpuTicks(child.pid),
+      pg: postgresTicks(),
+    });
+    child.on("message", (m) => {
+      if (m === "measuring") {
+        start = sample();
+        return;
+      }
+      const end = sample();
       child.kill();
-      resolve(r);
+      const per = (k) => {
+        const used = ticksBetween(start?.[k], end[k]);
+        return used !== undefined && m.total > 0 ? (used * TICK_US) / m.total : undefined;
+      };
+      resolve({
+        ...m,
+        cpu: server ? { server: per("server"), load: per("load"), pg: per("pg") } : undefined,
+      });
     });
     child.once("exit", (code) => code && reject(new Error(`load exited with ${code}`)));
     child.send({ connections: CONNECTIONS, duration: DURATION, warmup: WARMUP, ...job });
@@ -99,20 +164,27 @@ try {
       body: callBody(tool),
     }));
   const rows = [
-    ["a", "bare node:http JSON-RPC", url(bare), plain("echo")],
-    ["b", "official SDK, stateless", url(sdk), plain("echo")],
-    ["c", "Tenantry, full pipeline", url(tenantry), asClients("echo")],
+    ["a", "bare node:http JSON-RPC", url(bare), plain("echo"), bare],
+    ["b", "official SDK, stateless", url(sdk), plain("echo"), sdk],
+    ["c", "Tenantry, full pipeline", url(tenantry), asClients("echo"), tenantry],
   ];
   if (db) {
     rows.push(
-      ["d", "Tenantry + one tenant-scoped query (per-call transaction)", url(tenantry), asClients("items")],
+      [
+        "d",
+        "Tenantry + one tenant-scoped query (per-call transaction)",
+        url(tenantry),
+        asClients("items"),
+        tenantry,
+      ],
       [
         "ds",
         "Tenantry + the same query, transaction: statement",
         url(tenantry),
         asClients("items_statement"),
+        tenantry,
       ],
-      ["d'", "Tenantry + the same query, no tenancy", url(tenantry), asClients("items_plain")],
+      ["d'", "Tenantry + the same query, no tenancy", url(tenantry), asClients("items_plain"), tenantry],
       [
         "d''",
         "bare node:http + the same query (reference)",
@@ -122,6 +194,7 @@ try {
           headers: { ...mcpHeaders, "x-tenant": `bench-${i}` },
           body: callBody("items"),
         })),
+        plainHttp,
       ],
     );
   }
@@ -134,8 +207,8 @@ try {
   /** results[key] = one result per round */
   const results = Object.fromEntries(rows.map(([key]) => [key, []]));
   for (let round = 1; round <= ROUNDS; round++) {
-    for (const [key, , target, requests] of rows) {
-      const r = await load({ url: target, requests });
+    for (const [key, , target, requests, server] of rows) {
+      const r = await load({ url: target, requests }, server);
       results[key].push(r);
       process.stderr.write(
         `  round ${round} ${key}: ${fmt(r.rps)} req/s, p99 ${fmt(r.p99, 2)} ms (errors ${r.errors}, non-2xx ${r.non2xx})\n`,
@@ -182,6 +255,21 @@ try {
     console.log(
       `| ds/d'' throughput (reference: against a bare server doing the query) | ${fmt(perRound("ds", "d''") * 100, 1)} % | — |`,
     );
+  }
+  // Where the CPU goes, per request: the server, the load generator and PostgreSQL (every local
+  // postgres process) share the machine's cores, so each one's share bounds the throughput.
+  const cpu = (key, k) => median(results[key].map((r) => r.cpu?.[k] ?? Number.NaN));
+  if (rows.some(([key]) => Number.isFinite(cpu(key, "server")))) {
+    console.log(
+      "\n| CPU time per request (µs, median over rounds) | server | load generator | PostgreSQL | total |",
+    );
+    console.log("|---|---:|---:|---:|---:|");
+    for (const [key, name] of rows) {
+      const [sv, ld, pgc] = ["server", "load", "pg"].map((k) => cpu(key, k));
+      console.log(
+        `| ${key}  ${name} | ${fmt(sv, 1)} | ${fmt(ld, 1)} | ${db ? fmt(pgc, 1) : "—"} | ${fmt(sv + ld + (db ? pgc : 0), 1)} |`,
+      );
+    }
   }
 } finally {
   for (const s of servers) await stop(s);

@@ -44,13 +44,21 @@ function storable(text: string): string {
   return text.includes("\0") ? text.replaceAll("\0", "\uFFFD") : text;
 }
 
-function storableJson(value: unknown): unknown {
-  if (typeof value === "string") return storable(value);
-  if (Array.isArray(value)) return value.map(storableJson);
-  if (value !== null && typeof value === "object") {
-    return Object.fromEntries(Object.entries(value).map(([k, v]) => [storable(k), storableJson(v)]));
-  }
-  return value;
+/**
+ * `details` as JSON, NUL replaced in keys and strings. A replacer sees values after `toJSON`
+ * (a Date is already its ISO string), so the JSON is what `JSON.stringify` alone would give.
+ */
+function storableJson(details: Record<string, unknown>): string {
+  return JSON.stringify(details, (_key, value: unknown) => {
+    if (typeof value === "string") return storable(value);
+    if (value !== null && typeof value === "object" && !Array.isArray(value)) {
+      const keys = Object.keys(value);
+      if (keys.some((k) => k.includes("\0"))) {
+        return Object.fromEntries(keys.map((k) => [storable(k), (value as Record<string, unknown>)[k]]));
+      }
+    }
+    return value;
+  });
 }
 
 const NEEDS_ESCAPE = /["\\]/;
@@ -87,7 +95,7 @@ export function databaseWriter(db: Database) {
       column((e) => e.latencyMs),
       column((e) => e.requestId),
       column((e) => e.replica),
-      column((e) => (e.details === null ? null : JSON.stringify(storableJson(e.details)))),
+      column((e) => (e.details === null ? null : storableJson(e.details))),
     ]);
   };
 }

@@ -146,6 +146,14 @@ describe.each(engines())("the database audit writer on %s", (_name, open) => {
     );
   });
 
+  it("stores details as JSON.stringify would write them (a Date as its ISO string)", async () => {
+    await env.db.query("TRUNCATE tenantry_audit");
+    const when = new Date(Date.UTC(2026, 10, 30, 12, 0, 0));
+    await databaseWriter(env.db)([event(1, "x", { when, "k\u0000": ["v\u0000", when] } as never)]);
+    const [read] = await databaseAuditReader(env.db).query({ limit: 10 });
+    expect(read?.details).toEqual({ when: when.toISOString(), "k\uFFFD": ["v\uFFFD", when.toISOString()] });
+  });
+
   it("writes a batch all or nothing", async () => {
     await env.db.query("TRUNCATE tenantry_audit");
     const good = event(1, "ok", null);

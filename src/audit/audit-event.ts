@@ -30,6 +30,8 @@ export interface AuditSink {
    * record. Every `true` must be followed by exactly one `enqueue(event, { reserved: true })`.
    */
   reserve(): boolean;
+  /** Gives back a slot taken by `reserve` that no event will use (a request refused after all). */
+  unreserve(): void;
   /**
    * Queues a request event, into a slot taken by `reserve` when `reserved` (this never fails),
    * else into a free slot; throws `service_unavailable` when there is none.

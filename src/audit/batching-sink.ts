@@ -56,6 +56,10 @@ export class BatchingAuditSink implements AuditSink {
     return true;
   }
 
+  unreserve(): void {
+    if (this.#reserved > 0) this.#reserved--;
+  }
+
   enqueue(event: AuditEvent, options: { reserved?: boolean } = {}): void {
     if (options.reserved && this.#reserved > 0) {
       this.#reserved--;

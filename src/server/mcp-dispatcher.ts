@@ -41,6 +41,8 @@ export interface DispatchNotes {
   tool: string | null;
   outcome: "ok" | "error" | "denied";
   errorCode: string | null;
+  /** Set for a batch of several requests: each request's event is recorded on its own. */
+  batched?: boolean;
 }
 
 export interface DispatchState {

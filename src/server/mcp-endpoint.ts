@@ -52,6 +52,21 @@ function isoTime(ms: number): string {
   return lastIso;
 }
 
+/** Most messages one JSON-RPC batch may hold; a larger batch is refused before any work. */
+export const MAX_BATCH_MESSAGES = 100;
+
+/** Notes for one message of a batch, filled in from the message until the dispatcher knows more. */
+function requestNotes(message: { method: string; params?: unknown } | undefined): DispatchNotes {
+  const params = message?.params as { name?: unknown } | undefined;
+  return {
+    method: message ? recordedName(message.method) : "?",
+    tool:
+      message?.method === "tools/call" && typeof params?.name === "string" ? recordedName(params.name) : null,
+    outcome: "ok",
+    errorCode: null,
+  };
+}
+
 /**
  * `/mcp`: the request pipeline in the order DESIGN.md gives, one direction, no back and forth —
  * request limits → authenticate → identify → admit → in-flight cap → rate-limit → dispatch → audit.
@@ -127,7 +142,17 @@ export class McpEndpoint {
         return;
       }
       const body = await readBody(req, d.maxBodyBytes);
-      const posting = this.#post(req, res, body, admitted, headers, requestId, notes, span.isRecording());
+      const posting = this.#post(
+        req,
+        res,
+        body,
+        admitted,
+        headers,
+        requestId,
+        notes,
+        started,
+        span.isRecording(),
+      );
       if (posting !== undefined) await posting;
     } catch (error) {
       const mapped = toHttpError(error, d.mapper);
@@ -144,7 +169,7 @@ export class McpEndpoint {
     } finally {
       release?.();
       const scope = admitted?.scope ?? identified.scope;
-      this.#record(scope, notes, started, requestId, res.statusCode, reserved);
+      if (!notes.batched) this.#record(scope, notes, started, requestId, res.statusCode, reserved);
       endRequestSpan(span, {
         tenantId: scope?.kind === "tenant" ? scope.tenant.tenantId : null,
         method: notes.method,
@@ -165,6 +190,7 @@ export class McpEndpoint {
     headers: HeaderList,
     requestId: string,
     notes: DispatchNotes,
+    started: number,
     traced: boolean,
   ): Promise<void> | undefined {
     const d = this.#d;
@@ -179,8 +205,12 @@ export class McpEndpoint {
     }
     const batch = Array.isArray(parsed);
     const messages = batch ? (parsed as unknown[]) : [parsed];
-    if (messages.length === 0) {
-      sendJsonText(res, 400, JSON.stringify(rpcError(null, RPC.invalidRequest, "empty batch")), headers);
+    if (messages.length === 0 || messages.length > MAX_BATCH_MESSAGES) {
+      notes.outcome = "error";
+      notes.errorCode = "invalid_request";
+      const why =
+        messages.length === 0 ? "empty batch" : `a batch may hold at most ${MAX_BATCH_MESSAGES} messages`;
+      sendJsonText(res, 400, JSON.stringify(rpcError(null, RPC.invalidRequest, why)), headers);
       return;
     }
     const incoming = messages.map(classify);
@@ -219,6 +249,9 @@ export class McpEndpoint {
       notes,
       traced,
     };
+    let requests = 0;
+    for (const m of incoming) if (m.kind === "request") requests++;
+    if (requests > 1) return this.#postBatch(res, incoming, requests, admitted, state, headers, started);
     const responses: JsonRpcResponse[] = [];
     for (let i = 0; i < incoming.length; i++) {
       const answer = this.#answer(incoming[i]!, state);
@@ -230,6 +263,76 @@ export class McpEndpoint {
     }
     this.#respond(res, responses, batch, headers);
     return undefined;
+  }
+
+  /**
+   * A batch holding several requests. Each request message is one operation: it spends one
+   * rate-limit token and gets its own audit event, so that a batch neither multiplies a tenant's
+   * allowance nor hides calls from the audit log. The HTTP request already spent one token and
+   * reserved one audit slot; the others are taken here, before any work — no room in the audit
+   * queue is 503, too few tokens is 429 for the whole batch — and every request's event is
+   * recorded here, in order, however the batch ends (one that never ran as refused).
+   */
+  async #postBatch(
+    res: ServerResponse,
+    incoming: readonly Incoming[],
+    requests: number,
+    admitted: Admitted,
+    state: DispatchState,
+    headers: HeaderList,
+    started: number,
+  ): Promise<void> {
+    const d = this.#d;
+    let reserved = 0;
+    while (reserved < requests - 1 && d.audit.reserve()) reserved++;
+    if (reserved < requests - 1) {
+      for (; reserved > 0; reserved--) d.audit.unreserve();
+      throw new TenantryError("service_unavailable", "the audit queue is full", {
+        details: { headers: { "Retry-After": "1" } },
+      });
+    }
+    // From here every request message has a slot: the request's own (first) and the ones above.
+    state.notes.batched = true;
+    const notes: DispatchNotes[] = [];
+    for (const m of incoming) if (m.kind === "request") notes.push(requestNotes(m.message));
+    let ran = 0;
+    let failed: number | undefined;
+    try {
+      let limited: HeaderList | undefined;
+      for (let k = 1; k < requests; k++) {
+        limited = [];
+        const limiting = this.#limit(admitted, limited);
+        if (limiting !== undefined) await limiting;
+      }
+      // The RateLimit headers of the batch's last decision replace the request's own.
+      const at = headers.indexOf("RateLimit-Policy");
+      if (limited !== undefined && limited.length > 0 && at >= 0) headers.splice(at, 4, ...limited);
+      const responses: JsonRpcResponse[] = [];
+      for (const m of incoming) {
+        const own: DispatchState = {
+          ...state,
+          notes: m.kind === "request" ? (notes[ran++] as DispatchNotes) : requestNotes(undefined),
+        };
+        const answer = this.#answer(m, own);
+        if (answer !== undefined) responses.push(answer instanceof Promise ? await answer : answer);
+      }
+      this.#respond(res, responses, true, headers);
+    } catch (error) {
+      failed = toHttpError(error, d.mapper).status;
+      const code = error instanceof TenantryError ? error.code : "internal";
+      // The request that was running when the batch failed, and every one after it, did not complete.
+      for (let k = Math.max(0, ran - 1); k < notes.length; k++) {
+        const n = notes[k] as DispatchNotes;
+        if (k >= ran || n.outcome === "ok") {
+          n.outcome = code === "internal" ? "error" : "denied";
+          n.errorCode = code;
+        }
+      }
+      throw error;
+    } finally {
+      const status = failed ?? res.statusCode;
+      for (const n of notes) this.#record(admitted.scope, n, started, state.requestId, status, true);
+    }
   }
 
   /** One message's answer: a response, a promise of one (an asynchronous tool), or none (a notification). */

@@ -1,0 +1,158 @@
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { z } from "zod";
+import { type Harness, startHarness } from "../../src/testing/index.js";
+import { defineTool } from "../../src/tools/define-tool.js";
+
+/*
+ * A JSON-RPC batch (protocol versions before 2025-06-18) carries many messages in one HTTP
+ * request. Each request message in it is one operation: it spends one rate-limit token and gets
+ * one audit event. Otherwise one token buys as many tool calls as fit in a body, and calls hide
+ * in a batch unaudited.
+ */
+
+const LIMIT = 6; // per minute, no burst: six tokens, one every 10 s
+
+async function postBatch(h: Harness, token: string, messages: unknown[], requestId: string) {
+  const res = await fetch(h.mcpUrl, {
+    method: "POST",
+    headers: {
+      Authorization: `Bearer ${token}`,
+      "Content-Type": "application/json",
+      Accept: "application/json, text/event-stream",
+      "X-Request-Id": requestId,
+    },
+    body: JSON.stringify(messages),
+  });
+  const text = await res.text();
+  return { status: res.status, headers: res.headers, body: text ? (JSON.parse(text) as unknown) : undefined };
+}
+
+const call = (id: number, name = "count") => ({
+  jsonrpc: "2.0",
+  id,
+  method: "tools/call",
+  params: { name, arguments: {} },
+});
+
+describe("JSON-RPC batches: one token and one audit event per request message", () => {
+  let h: Harness;
+  let runs = 0;
+  beforeAll(async () => {
+    h = await startHarness({
+      tenants: [
+        { id: "acme", rateLimit: LIMIT },
+        { id: "globex", rateLimit: 10_000 },
+        { id: "initech", rateLimit: 600 }, // a token every 100 ms
+      ],
+      tools: [
+        defineTool({
+          name: "count",
+          description: "counts its invocations",
+          input: z.object({}),
+          run: () => ({ n: ++runs }),
+        }),
+      ],
+      config: { rate_limit: { burst: 0, max_in_flight_per_tenant: 0 } },
+    });
+  });
+  afterAll(async () => h?.close());
+
+  const events = async (requestId: string) => {
+    await h.app.audit.flush();
+    return (await h.app.adminServices.auditLog.query({ limit: 10_000 })).filter(
+      (e) => e.requestId === requestId,
+    );
+  };
+
+  it("a batch of more calls than the tenant has tokens is refused whole: 429, no tool runs", async () => {
+    const before = runs;
+    const r = await postBatch(
+      h,
+      h.tenant("acme").token,
+      Array.from({ length: 20 }, (_, i) => call(i + 1)),
+      "batch-over",
+    );
+    expect(r.status).toBe(429);
+    expect(r.body).toMatchObject({ error: "rate_limited" });
+    expect(r.headers.get("retry-after")).not.toBeNull();
+    expect(runs).toBe(before);
+    // Every refused call is in the audit log, as refused.
+    const logged = await events("batch-over");
+    expect(logged).toHaveLength(20);
+    for (const e of logged) {
+      expect(e).toMatchObject({
+        tenantId: "acme",
+        tool: "count",
+        outcome: "denied",
+        errorCode: "rate_limited",
+      });
+    }
+  });
+
+  it("a batch the audit queue has no room for is refused whole: 503, no tool runs, no slot lost", async () => {
+    const before = runs;
+    const audit = h.app.audit;
+    await audit.flush();
+    // Leave room for the request's own event and one more: a batch of three needs three.
+    let taken = 0;
+    while (audit.reserve()) taken++;
+    for (let k = 0; k < 2; k++) {
+      audit.unreserve();
+      taken--;
+    }
+    try {
+      const r = await postBatch(h, h.tenant("globex").token, [call(1), call(2), call(3)], "batch-full");
+      expect(r.status).toBe(503);
+      expect(runs).toBe(before);
+      expect(audit.full).toBe(false); // the batch gave back what it took
+    } finally {
+      for (let k = 0; k < taken; k++) audit.unreserve();
+    }
+    expect(audit.reserve()).toBe(true);
+    audit.unreserve();
+  });
+
+  it("a batch within the limit runs every call, each audited with its own tool and outcome", async () => {
+    const before = runs;
+    const r = await postBatch(
+      h,
+      h.tenant("globex").token,
+      [call(1), call(2, "nope"), { jsonrpc: "2.0", method: "notifications/initialized" }, call(3)],
+      "batch-ok",
+    );
+    expect(r.status).toBe(200);
+    const answers = r.body as { id: number; result?: { isError?: boolean } }[];
+    expect(answers.map((a) => a.id)).toEqual([1, 2, 3]);
+    expect(runs).toBe(before + 2);
+    const logged = await events("batch-ok");
+    expect(logged.map((e) => [e.tenantId, e.action, e.tool, e.outcome, e.errorCode])).toEqual([
+      ["globex", "tools/call", "count", "ok", null],
+      ["globex", "tools/call", "nope", "denied", "unknown_tool"],
+      ["globex", "tools/call", "count", "ok", null],
+    ]);
+  });
+
+  it("each call of a batch spends a token: the tenant's remaining allowance drops by the batch's size", async () => {
+    const initech = h.tenant("initech").token;
+    const one = await postBatch(h, initech, [call(1)], "single");
+    const remaining = (r: { headers: Headers }) =>
+      Number(/r=(\d+)/.exec(r.headers.get("ratelimit") ?? "")?.[1] ?? Number.NaN);
+    const batch = await postBatch(h, initech, [call(1), call(2), call(3), call(4)], "four");
+    expect(batch.status).toBe(200);
+    // 4 spent by the batch; allow one token of refill between the two requests.
+    expect(remaining(one) - remaining(batch)).toBeGreaterThanOrEqual(3);
+    expect(remaining(one) - remaining(batch)).toBeLessThanOrEqual(4);
+  });
+
+  it("a batch of more than 100 messages is refused before any work: 400", async () => {
+    const before = runs;
+    const r = await postBatch(
+      h,
+      h.tenant("globex").token,
+      Array.from({ length: 101 }, (_, i) => call(i + 1)),
+      "batch-huge",
+    );
+    expect(r.status).toBe(400);
+    expect(runs).toBe(before);
+  });
+});

@@ -22,8 +22,8 @@ export interface RateLimitHeaders {
  */
 export function rateLimitHeaders(decision: RateLimitDecision, windowSeconds = 60): RateLimitHeaders {
   const headers: RateLimitHeaders = {
-    "RateLimit-Policy": `"default";q=${decision.limit};w=${windowSeconds}`,
-    RateLimit: `"default";r=${decision.remaining};t=${Math.ceil(decision.resetMs / 1000)}`,
+    "RateLimit-Policy": policyField(decision, windowSeconds),
+    RateLimit: limitField(decision),
   };
   if (!decision.allowed) {
     headers["Retry-After"] = String(Math.max(1, Math.ceil(decision.retryAfterMs / 1000)));
@@ -37,10 +37,13 @@ export function appendRateLimitHeaders(
   decision: RateLimitDecision,
   windowSeconds = 60,
 ): void {
-  list.push(
-    "RateLimit-Policy",
-    `"default";q=${decision.limit};w=${windowSeconds}`,
-    "RateLimit",
-    `"default";r=${decision.remaining};t=${Math.ceil(decision.resetMs / 1000)}`,
-  );
+  list.push("RateLimit-Policy", policyField(decision, windowSeconds), "RateLimit", limitField(decision));
+}
+
+function policyField(decision: RateLimitDecision, windowSeconds: number): string {
+  return `"default";q=${decision.limit};w=${windowSeconds}`;
+}
+
+function limitField(decision: RateLimitDecision): string {
+  return `"default";r=${decision.remaining};t=${Math.ceil(decision.resetMs / 1000)}`;
 }

@@ -298,15 +298,13 @@ export class McpEndpoint {
     let ran = 0;
     let failed: number | undefined;
     try {
-      let limited: HeaderList | undefined;
-      for (let k = 1; k < requests; k++) {
-        limited = [];
-        const limiting = this.#limit(admitted, limited);
-        if (limiting !== undefined) await limiting;
-      }
       // The RateLimit headers of the batch's last decision replace the request's own.
       const at = headers.indexOf("RateLimit-Policy");
-      if (limited !== undefined && limited.length > 0 && at >= 0) headers.splice(at, 4, ...limited);
+      if (at >= 0) headers.splice(at, 4);
+      for (let k = 1; k < requests; k++) {
+        const limiting = this.#limit(admitted, k === requests - 1 ? headers : []);
+        if (limiting !== undefined) await limiting;
+      }
       const responses: JsonRpcResponse[] = [];
       for (const m of incoming) {
         const own: DispatchState = {

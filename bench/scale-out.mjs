@@ -32,11 +32,13 @@ function startReplica(env) {
 }
 
 function load(url, requests, connections) {
-  return new Promise((resolve) => {
+  return new Promise((resolve, reject) => {
     const child = fork(here("./load.mjs"), [], { stdio: ["ignore", "ignore", "inherit", "ipc"] });
-    child.once("message", (r) => {
+    child.on("message", (r) => {
+      if (r === "measuring") return; // the load generator's "counting starts now" signal
       child.kill();
-      resolve(r);
+      if (typeof r?.rps === "number") resolve(r);
+      else reject(new Error(`unexpected message from the load generator: ${JSON.stringify(r)}`));
     });
     child.send({ url, requests, connections, duration: DURATION, warmup: 0 });
   });

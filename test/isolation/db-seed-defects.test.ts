@@ -5,7 +5,7 @@ import { runCoreMigrations } from "../../src/db/core-migrations.js";
 import type { Databases } from "../../src/db/database.js";
 import { openDatabases } from "../../src/db/open.js";
 import { DataIsolation } from "../../src/isolation/data-isolation.js";
-import { schemaNameForKey, schemaNameForTenantId, storagePrefixForKey } from "../../src/isolation/names.js";
+import { schemaNameForKey, storagePrefixForKey } from "../../src/isolation/names.js";
 import type { IsolationName } from "../../src/isolation/strategy.js";
 import { RegistryStore } from "../../src/tenancy/registry-store.js";
 import type { TenantRecord } from "../../src/tenancy/tenant.js";
@@ -13,6 +13,7 @@ import { assertTenantId } from "../../src/tenancy/tenant-id.js";
 import { demoMigrations } from "../../src/tools/demo/index.js";
 import { createTestDatabase, type TestDatabase } from "../support/postgres.js";
 import { serviceGate } from "../support/services.js";
+import { schemaNameForTenantId } from "../support/tenant-names.js";
 
 /**
  * Regression tests for the seed chapter's database defects. Each one first shows the seed's

@@ -1,13 +1,7 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import {
-  encodeTenantId,
-  quoteIdent,
-  schemaNameForKey,
-  schemaNameForTenantId,
-  storagePrefixForKey,
-  storagePrefixForTenantId,
-} from "../../src/isolation/names.js";
+import { quoteIdent, schemaNameForKey, storagePrefixForKey } from "../../src/isolation/names.js";
+import { encodeTenantId, schemaNameForTenantId, storagePrefixForTenantId } from "../support/tenant-names.js";
 
 const validId = fc.stringMatching(/^[A-Za-z0-9._:-]{1,64}$/);
 const bytes = (s: string) => Buffer.byteLength(s, "utf8");
@@ -89,6 +83,24 @@ describe("names from registry keys", () => {
     expect(schemaNameForKey("1a")).toBe("tenant_1a");
     expect(storagePrefixForKey("1a")).toBe("t/1a/");
     expect(bytes(schemaNameForKey("z".repeat(40)))).toBeLessThanOrEqual(63);
+  });
+
+  it("gives distinct keys distinct schemas and prefixes, none nested in another (property)", () => {
+    const key = fc.stringMatching(/^[a-z0-9]{1,40}$/);
+    fc.assert(
+      fc.property(fc.uniqueArray(key, { minLength: 2, maxLength: 40 }), (keys) => {
+        const schemas = keys.map(schemaNameForKey);
+        expect(new Set(schemas).size).toBe(keys.length);
+        for (const name of schemas) expect(bytes(name)).toBeLessThanOrEqual(47);
+        const prefixes = keys.map(storagePrefixForKey);
+        for (const a of prefixes) {
+          for (const b of prefixes) if (a !== b) expect(b.startsWith(a)).toBe(false);
+        }
+      }),
+      { numRuns: 300 },
+    );
+    // What a prefix without the trailing `/` gets wrong: `t/1` would hold `t/10`'s objects.
+    expect(storagePrefixForKey("10").startsWith(storagePrefixForKey("1"))).toBe(false);
   });
 
   it("rejects keys outside [a-z0-9]{1,40}", () => {

@@ -5,12 +5,12 @@ import fc from "fast-check";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { storageSchema } from "../../src/config/schema.js";
 import { isTenantryError } from "../../src/errors.js";
-import { storagePrefixForTenantId } from "../../src/isolation/names.js";
 import { createObjectStore, type ObjectStore, TenantStorage } from "../../src/isolation/storage/index.js";
 import { compareStorageKeys } from "../../src/isolation/storage/keys.js";
 import { assertTenantId } from "../../src/tenancy/tenant-id.js";
 import { s3StorageTable, startS3, type TestS3 } from "../support/s3.js";
 import { listAll } from "../support/storage.js";
+import { storagePrefixForTenantId } from "../support/tenant-names.js";
 
 /*
  * Model-based: random put/get/delete/list by random tenants, checked after every step against a

@@ -4,12 +4,13 @@ import { join } from "node:path";
 import fc from "fast-check";
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { storageSchema } from "../../src/config/schema.js";
-import { storagePrefixForKey, storagePrefixForTenantId } from "../../src/isolation/names.js";
+import { storagePrefixForKey } from "../../src/isolation/names.js";
 import { createObjectStore, type ObjectStore, TenantStorage } from "../../src/isolation/storage/index.js";
 import { compareStorageKeys } from "../../src/isolation/storage/keys.js";
 import { assertTenantId } from "../../src/tenancy/tenant-id.js";
 import { s3StorageTable, startS3, type TestS3 } from "../support/s3.js";
 import { listAll } from "../support/storage.js";
+import { storagePrefixForTenantId } from "../support/tenant-names.js";
 
 const invalidKey = expect.objectContaining({ code: "invalid_storage_key" });
 const HOSTILE_KEYS = [

@@ -39,10 +39,15 @@ export class FallbackStore implements RateLimitStore {
     return this.#degraded;
   }
 
-  async check(tenantKey: string, limitPerMinute: number, burst: number): Promise<RateLimitDecision> {
+  async check(
+    tenantKey: string,
+    limitPerMinute: number,
+    burst: number,
+    cost = 1,
+  ): Promise<RateLimitDecision> {
     let decision: RateLimitDecision;
     try {
-      decision = await this.#primary.check(tenantKey, limitPerMinute, burst);
+      decision = await this.#primary.check(tenantKey, limitPerMinute, burst, cost);
     } catch (error) {
       // A bad limit is the caller's bug, not an outage.
       if (isTenantryError(error, "invalid_argument")) throw error;
@@ -54,7 +59,7 @@ export class FallbackStore implements RateLimitStore {
             (this.#local ? "limiting per replica until it recovers" : "denying requests until it recovers"),
         );
       }
-      if (this.#local) return this.#local.check(tenantKey, limitPerMinute, burst);
+      if (this.#local) return this.#local.check(tenantKey, limitPerMinute, burst, cost);
       const retryAfterMs = this.#options.retryAfterMs ?? 1000;
       return {
         allowed: false,

@@ -16,6 +16,10 @@ import { TenantryError } from "../errors.js";
  * integers exactly up to 2^53, about 285 years of microseconds). `T` is rounded *up* to a whole
  * microsecond, so a limit that does not divide a minute is honoured at most a few parts per
  * billion too strictly, never too leniently.
+ *
+ * A check may cost several requests at once (a JSON-RPC batch of `k` calls): it is allowed iff the
+ * last of the `k` would be, `max(TAT, now) + (k − 1)·T − now ≤ τ`, and then moves TAT on by `k·T`.
+ * That is all or nothing, and the same as `k` single checks in a row when they would all pass.
  */
 
 /** The outcome of one rate-limit check. Times are milliseconds and may be fractional. */
@@ -23,7 +27,7 @@ export interface RateLimitDecision {
   readonly allowed: boolean;
   /** Capacity: the most requests a tenant with full capacity may make at once (`limit + burst`). */
   readonly limit: number;
-  /** Requests that could be made right now, after this one. */
+  /** Requests that could be made right now, after this one (these, for a check of several). */
   readonly remaining: number;
   /** Milliseconds until capacity is full again. */
   readonly resetMs: number;
@@ -88,32 +92,57 @@ export function assertGcraParams(limitPerMinute: number, burst: number): void {
 }
 
 /**
- * Decides one request at `nowUs` for a tenant whose TAT is `tatUs` (any value ≤ `nowUs`, such as
- * 0, means a fresh tenant with full capacity). Returns the decision and the TAT to store.
+ * Throws `invalid_argument` unless `cost` (requests decided at once) is an integer ≥ 1 whose
+ * `cost · T` fits the exact-integer range. Stores call it, after {@link assertGcraParams}, before
+ * touching state.
  */
-export function gcraCheck(tatUs: number, nowUs: number, limitPerMinute: number, burst: number): GcraOutcome {
+export function assertGcraCost(cost: number, limitPerMinute: number): void {
+  if (!Number.isSafeInteger(cost) || cost < 1 || cost * emissionIntervalUs(limitPerMinute) > MAX_WINDOW_US) {
+    throw new TenantryError(
+      "invalid_argument",
+      `A rate-limit check must cost an integer number of requests ≥ 1 (got ${cost}).`,
+    );
+  }
+}
+
+/**
+ * Decides `cost` requests (default one) at `nowUs` for a tenant whose TAT is `tatUs` (any value
+ * ≤ `nowUs`, such as 0, means a fresh tenant with full capacity): all of them or none. Returns
+ * the decision and the TAT to store.
+ */
+export function gcraCheck(
+  tatUs: number,
+  nowUs: number,
+  limitPerMinute: number,
+  burst: number,
+  cost = 1,
+): GcraOutcome {
   assertGcraParams(limitPerMinute, burst);
+  assertGcraCost(cost, limitPerMinute);
   const interval = emissionIntervalUs(limitPerMinute);
   const tolerance = interval * (limitPerMinute + burst - 1);
   const base = Math.max(tatUs, nowUs);
   const debt = base - nowUs;
-  if (debt <= tolerance) {
-    const next = base + interval;
+  if (debt + (cost - 1) * interval <= tolerance) {
+    const next = base + cost * interval;
     return { tatUs: next, decision: gcraDecision(true, next - nowUs, limitPerMinute, burst) };
   }
-  return { tatUs: base, decision: gcraDecision(false, debt, limitPerMinute, burst) };
+  return { tatUs: base, decision: gcraDecision(false, debt, limitPerMinute, burst, cost) };
 }
 
 /**
  * Builds the decision from what the algorithm left behind: whether the request was allowed and
  * the tenant's debt `TAT − now` (µs) after it. Shared by the memory store and the Redis store,
- * whose Lua script does the comparison server-side and returns the same two numbers.
+ * whose Lua script does the comparison server-side and returns the same two numbers. `cost` (the
+ * requests the check was for) sets a denial's `retryAfterMs`: when all of them would fit. A cost
+ * above the capacity never fits; its `retryAfterMs` is then the time until capacity is full.
  */
 export function gcraDecision(
   allowed: boolean,
   debtUs: number,
   limitPerMinute: number,
   burst: number,
+  cost = 1,
 ): RateLimitDecision {
   const interval = emissionIntervalUs(limitPerMinute);
   const capacity = limitPerMinute + burst;
@@ -134,7 +163,7 @@ export function gcraDecision(
     limit: capacity,
     remaining: 0,
     resetMs: debt / 1000,
-    retryAfterMs: Math.max(0, debt - tolerance) / 1000,
+    retryAfterMs: Math.max(0, debt + (Math.min(cost, capacity) - 1) * interval - tolerance) / 1000,
     reason: "rate_limited",
   };
 }

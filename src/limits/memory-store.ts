@@ -32,11 +32,11 @@ export class MemoryStore implements RateLimitStore {
   }
 
   /** {@link check} without the promise, for callers on the hot path. */
-  take(tenantKey: string, limitPerMinute: number, burst: number): RateLimitDecision {
+  take(tenantKey: string, limitPerMinute: number, burst: number, cost = 1): RateLimitDecision {
     const nowUs = Math.floor(this.#now() * 1000);
     const tats = this.#tats;
     const previous = tats.get(tenantKey);
-    const outcome: GcraOutcome = gcraCheck(previous ?? 0, nowUs, limitPerMinute, burst);
+    const outcome: GcraOutcome = gcraCheck(previous ?? 0, nowUs, limitPerMinute, burst, cost);
     // Re-inserting moves the key to the end: Map iteration order is our LRU order.
     if (previous !== undefined) tats.delete(tenantKey);
     if (outcome.tatUs > nowUs) tats.set(tenantKey, outcome.tatUs);
@@ -44,9 +44,9 @@ export class MemoryStore implements RateLimitStore {
     return outcome.decision;
   }
 
-  check(tenantKey: string, limitPerMinute: number, burst: number): Promise<RateLimitDecision> {
+  check(tenantKey: string, limitPerMinute: number, burst: number, cost = 1): Promise<RateLimitDecision> {
     try {
-      return Promise.resolve(this.take(tenantKey, limitPerMinute, burst));
+      return Promise.resolve(this.take(tenantKey, limitPerMinute, burst, cost));
     } catch (error) {
       return Promise.reject(error);
     }

@@ -62,10 +62,11 @@ export class RateLimitMetrics {
   }
 
   /** Counts one decision for `tenantId`. */
-  recordDecision(tenantId: string, allowed: boolean): void {
+  /** Counts `requests` (default one: a batch's calls are decided at once) as allowed or limited. */
+  recordDecision(tenantId: string, allowed: boolean, requests = 1): void {
     const tally = this.#tallyFor(tenantId);
-    if (allowed) tally.allowed++;
-    else tally.limited++;
+    if (allowed) tally.allowed += requests;
+    else tally.limited += requests;
   }
 
   #tallyFor(tenantId: string): Tally {

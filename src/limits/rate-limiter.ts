@@ -12,13 +12,13 @@ export type { RateLimitDecision } from "./gcra.js";
 export type RateLimitConfig = RawConfig["rate_limit"];
 
 /**
- * Where rate-limit state lives. One call decides one request atomically; `burst` is the absolute
- * number of extra requests (see {@link burstFor}). Implementations: {@link MemoryStore} (one
+ * Where rate-limit state lives. One call decides `cost` requests (default one) atomically, all or
+ * none; `burst` is the absolute number of extra requests (see {@link burstFor}). Implementations: {@link MemoryStore} (one
  * replica), {@link RedisStore} (shared by all replicas), {@link FallbackStore} (Redis with a
  * policy for when Redis is unreachable).
  */
 export interface RateLimitStore {
-  check(tenantKey: string, limitPerMinute: number, burst: number): Promise<RateLimitDecision>;
+  check(tenantKey: string, limitPerMinute: number, burst: number, cost?: number): Promise<RateLimitDecision>;
   close(): Promise<void>;
 }
 
@@ -31,10 +31,17 @@ export interface LimiterLog {
 /** The pipeline's rate-limit stage: a store plus the configured burst policy. */
 export interface RateLimiter {
   readonly backend: RateLimitConfig["backend"];
-  /** Decides one request of `tenantKey`, whose limit is `limitPerMinute` (an integer ≥ 1). */
-  check(tenantKey: string, limitPerMinute: number): Promise<RateLimitDecision>;
+  /**
+   * Decides `cost` requests (default one; a JSON-RPC batch's calls) of `tenantKey`, all or none,
+   * whose limit is `limitPerMinute` (an integer ≥ 1). One store round trip whatever the cost.
+   */
+  check(tenantKey: string, limitPerMinute: number, cost?: number): Promise<RateLimitDecision>;
   /** {@link check}, synchronous where the state is in this process (the memory backend): the request path. */
-  decide(tenantKey: string, limitPerMinute: number): RateLimitDecision | Promise<RateLimitDecision>;
+  decide(
+    tenantKey: string,
+    limitPerMinute: number,
+    cost?: number,
+  ): RateLimitDecision | Promise<RateLimitDecision>;
   close(): Promise<void>;
 }
 
@@ -65,10 +72,10 @@ export function createRateLimiter(config: RateLimitConfig, deps: RateLimiterDeps
     const local = memory();
     return {
       backend: config.backend,
-      check: (tenantKey, limitPerMinute) =>
-        local.check(tenantKey, limitPerMinute, burstFor(limitPerMinute, config.burst)),
-      decide: (tenantKey, limitPerMinute) =>
-        local.take(tenantKey, limitPerMinute, burstFor(limitPerMinute, config.burst)),
+      check: (tenantKey, limitPerMinute, cost) =>
+        local.check(tenantKey, limitPerMinute, burstFor(limitPerMinute, config.burst), cost),
+      decide: (tenantKey, limitPerMinute, cost) =>
+        local.take(tenantKey, limitPerMinute, burstFor(limitPerMinute, config.burst), cost),
       close: () => local.close(),
     };
   }
@@ -80,18 +87,19 @@ export function createRateLimiter(config: RateLimitConfig, deps: RateLimiterDeps
       ...(config.on_backend_error === "local" ? { local: memory() } : {}),
     },
   );
-  const check = (tenantKey: string, limitPerMinute: number) =>
-    store.check(tenantKey, limitPerMinute, burstFor(limitPerMinute, config.burst));
+  const check = (tenantKey: string, limitPerMinute: number, cost?: number) =>
+    store.check(tenantKey, limitPerMinute, burstFor(limitPerMinute, config.burst), cost);
   return { backend: config.backend, check, decide: check, close: () => store.close() };
 }
 
 /**
  * The error for a denied decision: code `rate_limited` (HTTP 429) or `backend_unavailable` (503),
- * with `retryAfterSeconds` and the rate-limit `headers` in `details` for the server's mapper.
+ * with `retryAfterSeconds` and the rate-limit `headers` in `details` for the server's mapper, and
+ * the code's own message unless `message` is given.
  */
-export function rateLimitError(decision: RateLimitDecision): TenantryError {
+export function rateLimitError(decision: RateLimitDecision, message?: string): TenantryError {
   const headers = rateLimitHeaders(decision);
-  return new TenantryError(decision.reason ?? "rate_limited", undefined, {
+  return new TenantryError(decision.reason ?? "rate_limited", message, {
     details: { retryAfterSeconds: Number(headers["Retry-After"] ?? 1), headers },
   });
 }

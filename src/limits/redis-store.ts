@@ -1,11 +1,18 @@
 import { Redis } from "ioredis";
-import { assertGcraParams, emissionIntervalUs, gcraDecision, type RateLimitDecision } from "./gcra.js";
+import {
+  assertGcraCost,
+  assertGcraParams,
+  emissionIntervalUs,
+  gcraDecision,
+  type RateLimitDecision,
+} from "./gcra.js";
 import type { RateLimitStore } from "./rate-limiter.js";
 
 /**
  * GCRA as one atomic script (see gcra.ts for the algorithm). KEYS[1] holds the TAT in whole
  * microseconds of Redis server time, so replicas with skewed clocks still share one limit; it
- * expires once capacity is full again. Returns {allowed (0|1), debt µs after the request}.
+ * expires once capacity is full again. ARGV: interval, tolerance, cost (requests decided at once,
+ * all or none). Returns {allowed (0|1), debt µs after the request}.
  * Redis ≥ 5 replicates a script's effects, not the script, so calling TIME here is safe.
  */
 const GCRA_LUA = `
@@ -13,19 +20,20 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local interval = tonumber(ARGV[1])
 local tolerance = tonumber(ARGV[2])
+local cost = tonumber(ARGV[3])
 local tat = tonumber(redis.call('GET', KEYS[1]) or 0) or 0
 if tat < now then tat = now end
 local debt = tat - now
-if debt > tolerance then
+if debt + (cost - 1) * interval > tolerance then
   return {0, debt}
 end
-local after = debt + interval
-redis.call('SET', KEYS[1], string.format('%.0f', tat + interval), 'PX', string.format('%.0f', math.ceil(after / 1000)))
+local after = debt + cost * interval
+redis.call('SET', KEYS[1], string.format('%.0f', tat + cost * interval), 'PX', string.format('%.0f', math.ceil(after / 1000)))
 return {1, after}
 `;
 
 interface GcraCommand {
-  tenantryGcra(key: string, intervalUs: number, toleranceUs: number): Promise<[number, number]>;
+  tenantryGcra(key: string, intervalUs: number, toleranceUs: number, cost: number): Promise<[number, number]>;
 }
 
 /** Options of {@link RedisStore}. */
@@ -43,7 +51,7 @@ export interface RedisStoreOptions {
 }
 
 /**
- * Rate-limit state in Redis, shared by every replica: one `EVALSHA` per check (ioredis falls back to
+ * Rate-limit state in Redis, shared by every replica: one `EVALSHA` per check, whatever it costs (ioredis falls back to
  * `EVAL` after `NOSCRIPT`, e.g. once Redis restarted). Fails fast while Redis is unreachable (no
  * offline queue; a command timeout) and reconnects in the background forever, so shared limiting
  * resumes by itself. A failed check rejects; wrap the store in a {@link FallbackStore} to decide
@@ -76,8 +84,14 @@ export class RedisStore implements RateLimitStore {
     return `${this.#prefix}:{${tenantKey}}`;
   }
 
-  async check(tenantKey: string, limitPerMinute: number, burst: number): Promise<RateLimitDecision> {
+  async check(
+    tenantKey: string,
+    limitPerMinute: number,
+    burst: number,
+    cost = 1,
+  ): Promise<RateLimitDecision> {
     assertGcraParams(limitPerMinute, burst);
+    assertGcraCost(cost, limitPerMinute);
     if (this.#startup) await this.#startup;
     const interval = emissionIntervalUs(limitPerMinute);
     const tolerance = interval * (limitPerMinute + burst - 1);
@@ -85,8 +99,9 @@ export class RedisStore implements RateLimitStore {
       this.keyFor(tenantKey),
       interval,
       tolerance,
+      cost,
     );
-    return gcraDecision(allowed === 1, debtUs, limitPerMinute, burst);
+    return gcraDecision(allowed === 1, debtUs, limitPerMinute, burst, cost);
   }
 
   async close(): Promise<void> {

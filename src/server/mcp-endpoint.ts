@@ -52,6 +52,11 @@ function isoTime(ms: number): string {
   return lastIso;
 }
 
+/** The wall-clock time (ISO) at which a request that started at `started` (`performance.now()`) began. */
+function startedAt(started: number): string {
+  return isoTime(Math.floor(Date.now() - (performance.now() - started)));
+}
+
 /** Most messages one JSON-RPC batch may hold; a larger batch is refused before any work. */
 export const MAX_BATCH_MESSAGES = 100;
 
@@ -298,13 +303,12 @@ export class McpEndpoint {
     let ran = 0;
     let failed: number | undefined;
     try {
-      // The RateLimit headers of the batch's last decision replace the request's own.
+      // The other calls' tokens in one decision, all or none (one store round trip); its
+      // RateLimit headers replace the request's own.
       const at = headers.indexOf("RateLimit-Policy");
       if (at >= 0) headers.splice(at, 4);
-      for (let k = 1; k < requests; k++) {
-        const limiting = this.#limit(admitted, k === requests - 1 ? headers : []);
-        if (limiting !== undefined) await limiting;
-      }
+      const limiting = this.#limit(admitted, headers, requests - 1, requests);
+      if (limiting !== undefined) await limiting;
       const responses: JsonRpcResponse[] = [];
       for (const m of incoming) {
         const own: DispatchState = {
@@ -329,7 +333,9 @@ export class McpEndpoint {
       throw error;
     } finally {
       const status = failed ?? res.statusCode;
-      for (const n of notes) this.#record(admitted.scope, n, started, state.requestId, status, true);
+      // One start time for the whole batch: its events keep their order in the log.
+      const at = startedAt(started);
+      for (const n of notes) this.#record(admitted.scope, n, started, state.requestId, status, true, at);
     }
   }
 
@@ -373,20 +379,38 @@ export class McpEndpoint {
     throw new TenantryError("forbidden", "this Origin may not call the MCP endpoint");
   }
 
-  /** Rate-limits a tenant request, adding the RateLimit headers; a promise only when the store is remote. */
-  #limit(admitted: Admitted, headers: HeaderList): Promise<void> | undefined {
+  /**
+   * Rate-limits `cost` requests of a tenant at once (all or none), adding the RateLimit headers; a
+   * promise only when the store is remote. `batch`: the size of the batch they belong to.
+   */
+  #limit(admitted: Admitted, headers: HeaderList, cost = 1, batch = 1): Promise<void> | undefined {
     if (admitted.scope.kind !== "tenant") return undefined;
     const d = this.#d;
     const tenantId = admitted.scope.tenant.tenantId;
     const limit = admitted.record?.config.rateLimit ?? d.defaultRateLimit;
-    const deciding = d.limiter.decide(tenantId, limit);
-    if (!(deciding instanceof Promise)) return this.#decided(tenantId, deciding, headers);
-    return deciding.then((decision) => this.#decided(tenantId, decision, headers));
+    const deciding = d.limiter.decide(tenantId, limit, cost);
+    if (!(deciding instanceof Promise)) return this.#decided(tenantId, deciding, headers, cost, batch);
+    return deciding.then((decision) => this.#decided(tenantId, decision, headers, cost, batch));
   }
 
-  #decided(tenantId: string, decision: RateLimitDecision, headers: HeaderList): undefined {
-    this.#d.metrics.rateLimit(tenantId, decision.allowed);
-    if (!decision.allowed) throw rateLimitError(decision);
+  #decided(
+    tenantId: string,
+    decision: RateLimitDecision,
+    headers: HeaderList,
+    cost: number,
+    batch: number,
+  ): undefined {
+    this.#d.metrics.rateLimit(tenantId, decision.allowed, cost);
+    if (!decision.allowed) {
+      // A batch of more calls than the tenant's whole capacity can never pass: say so.
+      const never = batch > decision.limit && decision.reason === "rate_limited";
+      throw rateLimitError(
+        decision,
+        never
+          ? `A batch of ${batch} calls is more than this tenant may make at once (${decision.limit}); send smaller batches.`
+          : undefined,
+      );
+    }
     appendRateLimitHeaders(headers, decision);
     return undefined;
   }
@@ -409,6 +433,7 @@ export class McpEndpoint {
     requestId: string,
     status: number,
     reserved: boolean,
+    at?: string,
   ) {
     const d = this.#d;
     const latencyMs = performance.now() - started;
@@ -428,7 +453,7 @@ export class McpEndpoint {
       );
     }
     const event: AuditEvent = {
-      at: isoTime(Math.floor(Date.now() - latencyMs)),
+      at: at ?? isoTime(Math.floor(Date.now() - latencyMs)),
       kind: "request",
       tenantId: tenant?.tenantId ?? null,
       userId: tenant?.userId ?? (scope?.kind === "global" ? `admin:${scope.adminId}` : null),

@@ -80,8 +80,8 @@ export class ServerMetrics {
     stats.count += 1;
   }
 
-  rateLimit(tenantId: string, allowed: boolean): void {
-    this.#limits.recordDecision(tenantId, allowed);
+  rateLimit(tenantId: string, allowed: boolean, requests = 1): void {
+    this.#limits.recordDecision(tenantId, allowed, requests);
   }
 
   text(): Promise<string> {

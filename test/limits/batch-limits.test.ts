@@ -2,6 +2,9 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { z } from "zod";
 import { type Harness, startHarness } from "../../src/testing/index.js";
 import { defineTool } from "../../src/tools/define-tool.js";
+import { REDIS_URL, redisGate, uniqueKeyPrefix } from "../support/redis.js";
+
+const redisUp = await redisGate();
 
 /*
  * A JSON-RPC batch (protocol versions before 2025-06-18) carries many messages in one HTTP
@@ -27,6 +30,40 @@ async function postBatch(h: Harness, token: string, messages: unknown[], request
   return { status: res.status, headers: res.headers, body: text ? (JSON.parse(text) as unknown) : undefined };
 }
 
+const remaining = (r: { headers: Headers }) =>
+  Number(/r=(\d+)/.exec(r.headers.get("ratelimit") ?? "")?.[1] ?? Number.NaN);
+
+/**
+ * A tenant with `left` tokens after a first call sends a batch of `left + 2` (its HTTP request
+ * spends one, its other calls need two more than then remain): refused. Then a batch of `left − 1`
+ * runs on what is left. Had the refused batch spent tokens call by call, nothing would be left.
+ */
+async function refusedBatchSpendsNothing(h: Harness, token: string) {
+  const first = await postBatch(h, token, [call(1)], "");
+  expect(first.status).toBe(200);
+  const left = remaining(first);
+  expect(left).toBeGreaterThanOrEqual(2);
+  const before = runs;
+  const batch = (n: number) => Array.from({ length: n }, (_, i) => call(i + 1));
+  const refused = await postBatch(h, token, batch(left + 2), "");
+  expect(refused.status).toBe(429);
+  expect(refused.body).toEqual({ error: "rate_limited", message: "The tenant is over its request rate." });
+  expect(runs).toBe(before);
+  const ran = await postBatch(h, token, batch(left - 1), "");
+  expect(ran.status).toBe(200);
+  expect(runs).toBe(before + left - 1);
+  expect(remaining(ran)).toBe(0);
+}
+
+/** Tool calls run so far, by every test of this file. */
+let runs = 0;
+const countTool = defineTool({
+  name: "count",
+  description: "counts its invocations",
+  input: z.object({}),
+  run: () => ({ n: ++runs }),
+});
+
 const call = (id: number, name = "count") => ({
   jsonrpc: "2.0",
   id,
@@ -36,22 +73,15 @@ const call = (id: number, name = "count") => ({
 
 describe("JSON-RPC batches: one token and one audit event per request message", () => {
   let h: Harness;
-  let runs = 0;
   beforeAll(async () => {
     h = await startHarness({
       tenants: [
         { id: "acme", rateLimit: LIMIT },
         { id: "globex", rateLimit: 10_000 },
         { id: "initech", rateLimit: 600 }, // a token every 100 ms
+        { id: "hooli", rateLimit: LIMIT },
       ],
-      tools: [
-        defineTool({
-          name: "count",
-          description: "counts its invocations",
-          input: z.object({}),
-          run: () => ({ n: ++runs }),
-        }),
-      ],
+      tools: [countTool],
       config: { rate_limit: { burst: 0, max_in_flight_per_tenant: 0 } },
     });
   });
@@ -73,7 +103,10 @@ describe("JSON-RPC batches: one token and one audit event per request message", 
       "batch-over",
     );
     expect(r.status).toBe(429);
-    expect(r.body).toMatchObject({ error: "rate_limited" });
+    expect(r.body).toMatchObject({
+      error: "rate_limited",
+      message: "A batch of 20 calls is more than this tenant may make at once (6); send smaller batches.",
+    });
     expect(r.headers.get("retry-after")).not.toBeNull();
     expect(runs).toBe(before);
     // Every refused call is in the audit log, as refused.
@@ -135,13 +168,15 @@ describe("JSON-RPC batches: one token and one audit event per request message", 
   it("each call of a batch spends a token: the tenant's remaining allowance drops by the batch's size", async () => {
     const initech = h.tenant("initech").token;
     const one = await postBatch(h, initech, [call(1)], "single");
-    const remaining = (r: { headers: Headers }) =>
-      Number(/r=(\d+)/.exec(r.headers.get("ratelimit") ?? "")?.[1] ?? Number.NaN);
     const batch = await postBatch(h, initech, [call(1), call(2), call(3), call(4)], "four");
     expect(batch.status).toBe(200);
     // 4 spent by the batch; allow one token of refill between the two requests.
     expect(remaining(one) - remaining(batch)).toBeGreaterThanOrEqual(3);
     expect(remaining(one) - remaining(batch)).toBeLessThanOrEqual(4);
+  });
+
+  it("a refused batch spends none of its calls' tokens: what the tenant had left still runs", async () => {
+    await refusedBatchSpendsNothing(h, h.tenant("hooli").token);
   });
 
   it("a batch of more than 100 messages is refused before any work: 400", async () => {
@@ -154,5 +189,29 @@ describe("JSON-RPC batches: one token and one audit event per request message", 
     );
     expect(r.status).toBe(400);
     expect(runs).toBe(before);
+  });
+});
+
+describe.skipIf(!redisUp)("JSON-RPC batches on the Redis backend: one decision for the batch's calls", () => {
+  let h: Harness;
+  beforeAll(async () => {
+    h = await startHarness({
+      tenants: [{ id: "hooli", rateLimit: LIMIT }],
+      tools: [countTool],
+      config: {
+        rate_limit: {
+          backend: "redis",
+          redis_url: REDIS_URL,
+          key_prefix: uniqueKeyPrefix("batch"),
+          burst: 0,
+          max_in_flight_per_tenant: 0,
+        },
+      },
+    });
+  });
+  afterAll(async () => h?.close());
+
+  it("a refused batch spends none of its calls' tokens: what the tenant had left still runs", async () => {
+    await refusedBatchSpendsNothing(h, h.tenant("hooli").token);
   });
 });

@@ -208,3 +208,90 @@ describe("gcraCheck properties", () => {
     );
   });
 });
+
+describe("gcraCheck of several requests at once (a batch's calls)", () => {
+  const policy = fc.record({
+    limit: fc.integer({ min: 1, max: 600 }),
+    burst: fc.integer({ min: 0, max: 50 }),
+  });
+  /** Steps of (gap µs, cost): costs around and above typical capacities. */
+  const steps = fc.array(
+    fc.record({ gap: fc.integer({ min: 0, max: 3_000_000 }), cost: fc.integer({ min: 1, max: 120 }) }),
+    { minLength: 1, maxLength: 100 },
+  );
+
+  it("allows k requests exactly when k single checks in a row would all pass, with the same state after", () => {
+    fc.assert(
+      fc.property(policy, steps, ({ limit, burst }, plan) => {
+        let tat = 0;
+        let now = 0;
+        for (const { gap, cost } of plan) {
+          now += gap;
+          const many = gcraCheck(tat, now, limit, burst, cost);
+          let singleTat = tat;
+          let all = true;
+          let last: RateLimitDecision | undefined;
+          for (let i = 0; i < cost && all; i++) {
+            const one = gcraCheck(singleTat, now, limit, burst);
+            all = one.decision.allowed;
+            if (all) singleTat = one.tatUs;
+            last = one.decision;
+          }
+          expect(many.decision.allowed).toBe(all);
+          if (all) {
+            expect(many.tatUs).toBe(singleTat);
+            expect(many.decision.remaining).toBe(last?.remaining);
+          } else {
+            // All or nothing: a refused check spends nothing.
+            expect(many.tatUs).toBe(Math.max(tat, now));
+            expect(many.decision.remaining).toBe(0);
+          }
+          tat = many.tatUs;
+        }
+      }),
+    );
+  });
+
+  it("allows a refused check of k ≤ capacity exactly when its retryAfterMs has passed", () => {
+    fc.assert(
+      fc.property(policy, steps, ({ limit, burst }, plan) => {
+        let tat = 0;
+        let now = 0;
+        for (const { gap, cost: wanted } of plan) {
+          now += gap;
+          const cost = Math.min(wanted, limit + burst);
+          const outcome = gcraCheck(tat, now, limit, burst, cost);
+          if (!outcome.decision.allowed) {
+            const retryUs = Math.round(outcome.decision.retryAfterMs * 1000);
+            expect(retryUs).toBeGreaterThan(0);
+            expect(gcraCheck(tat, now + retryUs - 1, limit, burst, cost).decision.allowed).toBe(false);
+            expect(gcraCheck(tat, now + retryUs, limit, burst, cost).decision.allowed).toBe(true);
+          }
+          tat = outcome.tatUs;
+        }
+      }),
+    );
+  });
+
+  it("never allows more requests than the capacity at once; such a refusal waits for full capacity", () => {
+    const t = gcraCheck(0, 0, 60, 4, 65);
+    expect(t.decision).toMatchObject({ allowed: false, limit: 64, remaining: 0, retryAfterMs: 0 });
+    expect(t.tatUs).toBe(0);
+    const full = gcraCheck(0, 0, 60, 4, 64);
+    expect(full.decision).toMatchObject({ allowed: true, remaining: 0 });
+    // In debt by 64 s: a check of more than the capacity waits until capacity is full (64 s).
+    expect(gcraCheck(full.tatUs, 0, 60, 4, 100).decision.retryAfterMs).toBe(64_000);
+  });
+
+  it("rejects a cost that is not an integer ≥ 1 before touching state", () => {
+    for (const cost of [0, -1, 1.5, Number.NaN, 2 ** 40]) {
+      let caught: unknown;
+      try {
+        gcraCheck(0, 0, 1, 0, cost);
+      } catch (error) {
+        caught = error;
+      }
+      expect(isTenantryError(caught, "invalid_argument"), String(cost)).toBe(true);
+    }
+  });
+});

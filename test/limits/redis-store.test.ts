@@ -1,6 +1,8 @@
 import { Redis } from "ioredis";
 import { afterAll, describe, expect, it } from "vitest";
 import { isTenantryError } from "../../src/errors.js";
+import type { RateLimitDecision } from "../../src/limits/gcra.js";
+import { MemoryStore } from "../../src/limits/memory-store.js";
 import { RedisStore } from "../../src/limits/redis-store.js";
 import { REDIS_URL, redisGate, uniqueKeyPrefix } from "../support/redis.js";
 
@@ -65,5 +67,59 @@ describe.skipIf(!redisUp)("RedisStore (shared Redis)", () => {
   it("rejects invalid limits before calling Redis", async () => {
     const error = await replicaA.check("bad", 1.5, 0).catch((e: unknown) => e);
     expect(isTenantryError(error, "invalid_argument")).toBe(true);
+  });
+});
+
+describe.skipIf(!redisUp)("RedisStore: checks of several requests at once", () => {
+  const keyPrefix = uniqueKeyPrefix("rl-cost");
+  const store = new RedisStore({ url: REDIS_URL, keyPrefix });
+  const admin = new Redis(REDIS_URL);
+
+  afterAll(async () => {
+    const keys = await admin.keys(`${keyPrefix}:*`);
+    if (keys.length > 0) await admin.del(...keys);
+    await Promise.all([store.close(), admin.quit()]);
+  });
+
+  it("decides a sequence of costs exactly as the in-memory store does", async () => {
+    // 20/min + 5: one request earns back in 3 s, far longer than these calls take, so both stores
+    // see the same instant and must agree call for call.
+    const costs = [3, 10, 13, 1, 12, 5, 1, 1, 30, 2];
+    const memory = new MemoryStore({ now: () => 1_000 });
+    const fromRedis = [];
+    for (const cost of costs) fromRedis.push(await store.check("parity", 20, 5, cost));
+    const fromMemory = costs.map((cost) => memory.take("parity", 20, 5, cost));
+    const view = (d: RateLimitDecision) => [d.allowed, d.limit, d.remaining];
+    expect(fromRedis.map(view)).toEqual(fromMemory.map(view));
+    expect(fromRedis.map((d) => d.allowed)).toEqual([
+      true,
+      true,
+      false,
+      true,
+      false,
+      true,
+      true,
+      true,
+      false,
+      true,
+    ]);
+  });
+
+  it("is all or nothing under concurrency: ten checks of 4 on a capacity of 25 allow exactly six", async () => {
+    const decisions = await Promise.all(
+      Array.from({ length: 10 }, () => store.check("concurrent", 20, 5, 4)),
+    );
+    expect(decisions.filter((d) => d.allowed)).toHaveLength(6);
+    // The 24 spent leave one request; a refused check of 4 spent none of it.
+    expect((await store.check("concurrent", 20, 5, 1)).allowed).toBe(true);
+    expect((await store.check("concurrent", 20, 5, 1)).allowed).toBe(false);
+  });
+
+  it("rejects a cost that is not an integer ≥ 1 before calling Redis", async () => {
+    for (const cost of [0, 2.5]) {
+      const error = await store.check("bad-cost", 20, 0, cost).catch((e: unknown) => e);
+      expect(isTenantryError(error, "invalid_argument")).toBe(true);
+    }
+    expect(await admin.exists(store.keyFor("bad-cost"))).toBe(0);
   });
 });

@@ -60,13 +60,15 @@ function positiveInt(value: unknown, what: string): void {
 /** NUL is the one character PostgreSQL cannot store in `text` or `jsonb`. */
 const hasNul = (text: string) => text.includes("\0");
 
+const NAME_RULE = "--name must be 1-200 characters, without NUL";
+
 /** Checks the fields `create` and `update` share, whichever are present. */
 function checkFields(
   t: Partial<Pick<NewTenant, "name" | "rateLimit" | "allowedTools" | "featureFlags">>,
 ): void {
   if (t.name !== undefined) {
     if (typeof t.name !== "string" || t.name.trim() === "" || t.name.length > 200 || hasNul(t.name)) {
-      throw new TenantryError("invalid_argument", "--name must be 1-200 characters, without NUL");
+      throw new TenantryError("invalid_argument", NAME_RULE);
     }
   }
   positiveInt(t.rateLimit, "rate limit");
@@ -124,8 +126,7 @@ export class TenantService {
    */
   async create(actor: Actor, t: NewTenant, hooks: { afterStep?: (step: string) => Promise<void> } = {}) {
     assertTenantId(t.id);
-    if (typeof t.name !== "string")
-      throw new TenantryError("invalid_argument", "--name must be 1-200 characters");
+    if (typeof t.name !== "string") throw new TenantryError("invalid_argument", NAME_RULE);
     checkFields(t);
     positiveInt(t.trialDays, "trial days");
     let record = await this.#store.get(t.id);

@@ -19,6 +19,7 @@ describe("admin input PostgreSQL cannot store", () => {
     ["create, name", "POST", "/tenants", { id: "nul-1", name: "a\u0000b" }],
     ["create, allowed tool", "POST", "/tenants", { id: "nul-2", name: "n", allowed_tools: ["a\u0000"] }],
     ["create, flag name", "POST", "/tenants", { id: "nul-3", name: "n", feature_flags: { "f\u0000": true } }],
+    ["create, no name", "POST", "/tenants", { id: "nul-4" }],
     ["update, name", "PATCH", "/tenants/acme", { name: "a\u0000b" }],
     ["update, empty name", "PATCH", "/tenants/acme", { name: "  " }],
     ["update, flag value", "PATCH", "/tenants/acme", { feature_flags: { beta: "x\u0000" } }],
@@ -33,8 +34,18 @@ describe("admin input PostgreSQL cannot store", () => {
     expect(r.body.error).toBe("invalid_argument");
   });
 
+  it("the tenant service gives a missing name and an unstorable one the same rule", async () => {
+    for (const name of [undefined, "a\u0000b", ""]) {
+      const creating = h.app.tenants.create({ id: "test" }, { id: "nul-5", name: name as string });
+      await expect(creating).rejects.toMatchObject({
+        code: "invalid_argument",
+        message: "--name must be 1-200 characters, without NUL",
+      });
+    }
+  });
+
   it("and nothing changed", async () => {
-    for (const id of ["nul-1", "nul-2", "nul-3"]) {
+    for (const id of ["nul-1", "nul-2", "nul-3", "nul-4", "nul-5"]) {
       await expect(h.app.tenants.show(id)).rejects.toMatchObject({ code: "unknown_tenant" });
     }
     const acme = await h.app.tenants.show("acme");

@@ -34,6 +34,30 @@ export function rpcResult(id: JsonRpcId, result: unknown): JsonRpcResponse {
   return { jsonrpc: "2.0", id, result };
 }
 
+/**
+ * A result already serialised (a tool's full MCP result, stringified once to check that JSON can
+ * carry it): {@link responseText} splices the text in rather than serialising the value again.
+ * `toJSON` keeps any other serialiser correct, at the cost of a parse.
+ */
+export class RawJson {
+  readonly text: string;
+
+  constructor(text: string) {
+    this.text = text;
+  }
+
+  toJSON(): unknown {
+    return JSON.parse(this.text);
+  }
+}
+
+/** The JSON text of a response: `JSON.stringify`, except that a {@link RawJson} result is spliced in as it is. */
+export function responseText(response: JsonRpcResponse): string {
+  const result = response.result;
+  if (!(result instanceof RawJson)) return JSON.stringify(response);
+  return `{"jsonrpc":"2.0","id":${JSON.stringify(response.id)},"result":${result.text}}`;
+}
+
 /** A message is a request when it has a method and an id, a notification when it has a method only. */
 export type Incoming =
   | { kind: "request"; message: JsonRpcRequest & { id: JsonRpcId } }

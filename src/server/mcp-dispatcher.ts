@@ -9,6 +9,7 @@ import {
   type JsonRpcId,
   type JsonRpcRequest,
   type JsonRpcResponse,
+  RawJson,
   RPC,
   rpcError,
   rpcResult,
@@ -224,7 +225,7 @@ class ToolCall {
 
   succeeded(id: JsonRpcId, output: unknown): JsonRpcResponse | Promise<JsonRpcResponse> {
     const name = this.#state.notes.tool ?? "";
-    let result: Record<string, unknown>;
+    let result: Record<string, unknown> | RawJson;
     try {
       result = toCallResult(output);
     } catch (error) {
@@ -240,7 +241,7 @@ class ToolCall {
     );
   }
 
-  #ok(id: JsonRpcId, result: Record<string, unknown>): JsonRpcResponse {
+  #ok(id: JsonRpcId, result: Record<string, unknown> | RawJson): JsonRpcResponse {
     this.#state.notes.outcome = "ok";
     return rpcResult(id, result);
   }
@@ -301,15 +302,20 @@ function toolError(text: string): Record<string, unknown> {
   return { content: [{ type: "text", text }], isError: true };
 }
 
-/** A tool may return a full MCP result (`{content: [...]}`) or any JSON value, sent as text and structured content. */
-function toCallResult(output: unknown): Record<string, unknown> {
+/**
+ * A tool may return a full MCP result (`{content: [...]}`) or any JSON value, sent as text and
+ * structured content. A full result is serialised here, once: that throws for what JSON cannot
+ * carry (before the call commits), and the response reuses the text.
+ */
+function toCallResult(output: unknown): Record<string, unknown> | RawJson {
   if (
     typeof output === "object" &&
     output !== null &&
     Array.isArray((output as { content?: unknown }).content)
   ) {
-    JSON.stringify(output); // throws for what JSON cannot carry, before the call commits
-    return output as Record<string, unknown>;
+    const text: string | undefined = JSON.stringify(output);
+    if (text === undefined) throw new TypeError("the tool's result has no JSON form");
+    return new RawJson(text);
   }
   const text = typeof output === "string" ? output : JSON.stringify(output ?? null);
   const structured = typeof output === "object" && output !== null && !Array.isArray(output);

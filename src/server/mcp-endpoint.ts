@@ -9,7 +9,7 @@ import { type RateLimitDecision, type RateLimiter, rateLimitError } from "../lim
 import type { TenantScope } from "../tenancy/context.js";
 import { isJsonContentType, readBody } from "./body.js";
 import { type MapperContext, toHttpError } from "./error-mapper.js";
-import { classify, type Incoming, type JsonRpcResponse, RPC, rpcError } from "./json-rpc.js";
+import { classify, type Incoming, type JsonRpcResponse, RPC, responseText, rpcError } from "./json-rpc.js";
 import {
   type DispatchNotes,
   type DispatchState,
@@ -370,7 +370,8 @@ export class McpEndpoint {
       res.writeHead(202, headers).end();
       return;
     }
-    sendJsonText(res, 200, JSON.stringify(batch ? responses : responses[0]), headers);
+    const text = batch ? `[${responses.map(responseText).join(",")}]` : responseText(responses[0]!);
+    sendJsonText(res, 200, text, headers);
   }
 
   #checkOrigin(req: IncomingMessage): void {

@@ -10,6 +10,9 @@ import { z } from "zod";
 import { type Harness, startHarness } from "../../src/testing/harness.js";
 import { defineTool } from "../../src/tools/define-tool.js";
 
+/** How many times the `full_result` tool's output was serialised. */
+let serialised = 0;
+
 const tools = [
   defineTool({
     name: "who",
@@ -37,6 +40,23 @@ const tools = [
     description: "returns a full MCP result that JSON cannot carry",
     input: z.object({}),
     run: () => ({ content: [{ type: "text", text: "x" }], _meta: { n: 1n } }),
+  }),
+  defineTool({
+    name: "full_result",
+    description: "returns a full MCP result whose serialisation is counted",
+    input: z.object({}),
+    run: () => ({
+      content: [
+        { type: "text", text: 'quote " backslash \\ é \u2028' },
+        {
+          toJSON: () => {
+            serialised++;
+            return { type: "text", text: "counted" };
+          },
+        },
+      ],
+      _meta: { at: new Date(0) },
+    }),
   }),
   defineTool({
     name: "boom",
@@ -211,6 +231,32 @@ describe("the synchronous request path", () => {
         isError: true,
       });
       expect(answers[5]!.result.structuredContent).toEqual({ text: "b", tenant: "globex" });
+    } finally {
+      agent.destroy();
+    }
+  });
+
+  it("a full MCP result is serialised once and answered as JSON.stringify gives it, alone or in a batch", async () => {
+    const agent = new Agent({ keepAlive: true, maxSockets: 1 });
+    try {
+      const token = await h.token("acme");
+      const expected = {
+        content: [
+          { type: "text", text: 'quote " backslash \\ é \u2028' },
+          { type: "text", text: "counted" },
+        ],
+        _meta: { at: "1970-01-01T00:00:00.000Z" },
+      };
+      serialised = 0;
+      const alone = await post(h, agent, token, { ...call("full_result"), id: 'a"b\\' });
+      expect(alone.body).toEqual({ jsonrpc: "2.0", id: 'a"b\\', result: expected });
+      expect(serialised).toBe(1);
+      const batch = await post(h, agent, token, [call("full_result", {}, 1), call("who", {}, 2)]);
+      const answers = batch.body as { id: number; result: Record<string, unknown> }[];
+      expect(answers.map((a) => a.id)).toEqual([1, 2]);
+      expect(answers[0]).toEqual({ jsonrpc: "2.0", id: 1, result: expected });
+      expect(answers[1]!.result.structuredContent).toMatchObject({ tenant: "acme" });
+      expect(serialised).toBe(2);
     } finally {
       agent.destroy();
     }

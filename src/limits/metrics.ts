@@ -61,7 +61,6 @@ export class RateLimitMetrics {
     });
   }
 
-  /** Counts one decision for `tenantId`. */
   /** Counts `requests` (default one: a batch's calls are decided at once) as allowed or limited. */
   recordDecision(tenantId: string, allowed: boolean, requests = 1): void {
     const tally = this.#tallyFor(tenantId);

@@ -13,9 +13,9 @@ export type RateLimitConfig = RawConfig["rate_limit"];
 
 /**
  * Where rate-limit state lives. One call decides `cost` requests (default one) atomically, all or
- * none; `burst` is the absolute number of extra requests (see {@link burstFor}). Implementations: {@link MemoryStore} (one
- * replica), {@link RedisStore} (shared by all replicas), {@link FallbackStore} (Redis with a
- * policy for when Redis is unreachable).
+ * none; `burst` is the absolute number of extra requests (see {@link burstFor}). Implementations:
+ * {@link MemoryStore} (one replica), {@link RedisStore} (shared by all replicas),
+ * {@link FallbackStore} (Redis with a policy for when Redis is unreachable).
  */
 export interface RateLimitStore {
   check(tenantKey: string, limitPerMinute: number, burst: number, cost?: number): Promise<RateLimitDecision>;

@@ -51,11 +51,11 @@ export interface RedisStoreOptions {
 }
 
 /**
- * Rate-limit state in Redis, shared by every replica: one `EVALSHA` per check, whatever it costs (ioredis falls back to
- * `EVAL` after `NOSCRIPT`, e.g. once Redis restarted). Fails fast while Redis is unreachable (no
- * offline queue; a command timeout) and reconnects in the background forever, so shared limiting
- * resumes by itself. A failed check rejects; wrap the store in a {@link FallbackStore} to decide
- * what that means.
+ * Rate-limit state in Redis, shared by every replica: one `EVALSHA` per check, whatever it costs
+ * (ioredis falls back to `EVAL` after `NOSCRIPT`, e.g. once Redis restarted). Fails fast while
+ * Redis is unreachable (no offline queue; a command timeout) and reconnects in the background
+ * forever, so shared limiting resumes by itself. A failed check rejects; wrap the store in a
+ * {@link FallbackStore} to decide what that means.
  */
 export class RedisStore implements RateLimitStore {
   readonly #client: Redis;

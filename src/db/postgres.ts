@@ -73,6 +73,14 @@ export class PostgresDatabase implements Database {
     options: TransactionOptions = {},
   ): Promise<T> {
     const client = await this.#pool.connect();
+    let broken = false;
+    // pg-pool listens for errors of idle clients only. A checked-out connection that dies (a
+    // failover, a terminated backend) emits 'error', and an 'error' nobody listens to ends the
+    // process: listen while the transaction holds it, and destroy it rather than return it.
+    const onError = () => {
+      broken = true;
+    };
+    client.on("error", onError);
     // Not awaited: it travels with the first statement (see the class comment), in the same
     // write: the socket is corked until that statement is issued, or until this turn of the event
     // loop ends if the transaction does something else first.
@@ -96,7 +104,6 @@ export class PostgresDatabase implements Database {
         await run(sql, undefined);
       },
     };
-    let broken = false;
     try {
       const value = await fn(tx);
       flush();
@@ -116,6 +123,7 @@ export class PostgresDatabase implements Database {
       }
       throw error;
     } finally {
+      client.removeListener("error", onError);
       client.release(broken);
     }
   }

@@ -2,6 +2,7 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseConfig } from "../../src/config/load.js";
+import type { AppMigration } from "../../src/isolation/migrations.js";
 import { TenantryApp } from "../../src/server/app.js";
 import type { TestIssuer } from "../../src/testing/test-issuer.js";
 import type { ToolDefinition } from "../../src/tools/define-tool.js";
@@ -28,6 +29,7 @@ export async function startReplica(options: {
   issuer: TestIssuer;
   config?: Record<string, Record<string, unknown>>;
   tools?: ToolDefinition[];
+  migrations?: readonly AppMigration[];
   replicaId?: string;
 }): Promise<Replica> {
   const dir = await mkdtemp(join(tmpdir(), "tenantry-replica-"));
@@ -58,6 +60,7 @@ export async function startReplica(options: {
     ...(options.replicaId ? { replicaId: options.replicaId } : {}),
   });
   for (const tool of options.tools ?? []) app.tool(tool);
+  if (options.migrations) app.migrations([...options.migrations]);
   try {
     const { url } = await app.listen({ port: 0, host: "127.0.0.1" });
     return {

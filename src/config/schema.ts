@@ -76,6 +76,13 @@ export const databaseSchema = z.strictObject({
   data_dir: z.string().min(1).default(".tenantry/data"),
   pool_size: positiveInt.max(1000).default(10),
   statement_timeout_ms: positiveInt.default(30_000),
+  /**
+   * Most runtime connections one tenant's tool calls hold at once; absent means half the pool
+   * (rounded up), 0 no cap. A tenant over its share waits its turn, up to 5 s.
+   */
+  max_connections_per_tenant: z.number().int().min(0).max(1000).optional(),
+  /** PostgreSQL ends a tool transaction left idle this long (its connection is freed). */
+  idle_in_transaction_timeout_ms: positiveInt.default(60_000),
 });
 
 export const storageSchema = z.strictObject({

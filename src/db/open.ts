@@ -45,7 +45,11 @@ export async function openDatabases(
     poolSize: config.database.pool_size,
     statementTimeoutMs: config.database.statement_timeout_ms,
   };
-  const runtime = new PostgresDatabase(url, opts);
+  // Tool transactions run on the runtime pool: there, a transaction left idle is ended.
+  const runtime = new PostgresDatabase(url, {
+    ...opts,
+    idleInTransactionTimeoutMs: config.database.idle_in_transaction_timeout_ms,
+  });
   const admin: Database =
     adminUrl && adminUrl !== url ? new PostgresDatabase(adminUrl, { ...opts, poolSize: 4 }) : runtime;
   return {

@@ -9,9 +9,17 @@ import type {
   TransactionOptions,
 } from "./database.js";
 
+/** How long a call waits for a pooled connection (or for its tenant's share of them) before failing. */
+export const CONNECTION_WAIT_MS = 5000;
+
 export interface PostgresOptions {
   poolSize: number;
   statementTimeoutMs: number;
+  /**
+   * PostgreSQL ends a session left idle inside a transaction this long (a tool awaiting something
+   * else while it holds its transaction open), which frees its connection. Absent: no limit.
+   */
+  idleInTransactionTimeoutMs?: number;
   applicationName?: string;
 }
 
@@ -38,8 +46,11 @@ export class PostgresDatabase implements Database {
       connectionString: url,
       max: options.poolSize,
       statement_timeout: options.statementTimeoutMs,
+      ...(options.idleInTransactionTimeoutMs
+        ? { idle_in_transaction_session_timeout: options.idleInTransactionTimeoutMs }
+        : {}),
       application_name: options.applicationName ?? "tenantry",
-      connectionTimeoutMillis: 5000,
+      connectionTimeoutMillis: CONNECTION_WAIT_MS,
       pipeline: true,
     } as pg.PoolConfig);
     // An idle client that dies (server restart) must not crash the process.

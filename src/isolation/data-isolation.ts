@@ -1,6 +1,7 @@
 import { ensurePgliteRuntimeRole, runCoreMigrations } from "../db/core-migrations.js";
 import type { Databases } from "../db/database.js";
 import type { TenantRecord } from "../tenancy/tenant.js";
+import { ConnectionShare } from "./connection-share.js";
 import {
   type AppMigration,
   migrateSharedTables,
@@ -10,7 +11,7 @@ import {
 } from "./migrations.js";
 import { assertSafe, inspectDatabase, runtimeRoleOf, type SafetyCheck } from "./safety.js";
 import { enterTenant, type IsolationName, usesSchemas } from "./strategy.js";
-import { type EnterTenant, TenantStatements, TenantTransaction } from "./tenant-db.js";
+import { type EnterTenant, type TakeSlot, TenantStatements, TenantTransaction } from "./tenant-db.js";
 
 export type { AppMigration } from "./migrations.js";
 
@@ -48,14 +49,28 @@ export interface MigrateAllResult {
  */
 export class DataIsolation {
   readonly strategy: IsolationName;
+  /** Each tenant's share of the runtime pool (PostgreSQL, unless the cap is off). */
+  readonly share: ConnectionShare | undefined;
   readonly #dbs: Databases;
   #migrations: AppMigration[] = [];
   /** Bindings per registry record: records are immutable, a change makes a new one. */
   readonly #entered = new WeakMap<TenantRecord, EnterTenant>();
 
-  constructor(dbs: Databases, strategy: IsolationName) {
+  /**
+   * `share`: the most runtime connections one tenant may hold at once and how long a call over it
+   * waits (PostgreSQL only: PGlite has one connection). Absent or `max: 0`: no cap.
+   */
+  constructor(
+    dbs: Databases,
+    strategy: IsolationName,
+    share?: { readonly max: number; readonly waitMs: number },
+  ) {
     this.#dbs = dbs;
     this.strategy = strategy;
+    this.share =
+      share && share.max > 0 && dbs.runtime.kind === "postgres"
+        ? new ConnectionShare(share.max, share.waitMs)
+        : undefined;
   }
 
   /** Registers app migrations. Throws `invalid_argument` on a duplicate version or a bad table name. */
@@ -79,12 +94,17 @@ export class DataIsolation {
 
   /** A fresh `ctx.db` for one tool call: one transaction for the call. */
   open(record: TenantRecord): TenantTransaction {
-    return new TenantTransaction(this.#dbs.runtime, this.enter(record));
+    return new TenantTransaction(this.#dbs.runtime, this.enter(record), this.#takeSlot(record));
   }
 
   /** A fresh `ctx.db` for one tool call declared `transaction: "statement"`: one transaction per statement. */
   openStatements(record: TenantRecord): TenantStatements {
-    return new TenantStatements(this.#dbs.runtime, this.enter(record));
+    return new TenantStatements(this.#dbs.runtime, this.enter(record), this.#takeSlot(record));
+  }
+
+  #takeSlot(record: TenantRecord): TakeSlot | undefined {
+    const share = this.share;
+    return share && (() => share.acquire(record.key));
   }
 
   /** The role tool queries run as. */

@@ -1,6 +1,10 @@
 import type { Binding, Database, Queryable, QueryResult, Row } from "../db/database.js";
 import { TenantryError } from "../errors.js";
 import type { TenantDb } from "../tools/tool-context.js";
+import type { ReleaseSlot } from "./connection-share.js";
+
+/** Takes one of the tenant's connection slots (see ConnectionShare); a promise when it must wait. */
+export type TakeSlot = () => ReleaseSlot | Promise<ReleaseSlot>;
 
 /** The statements that bind a transaction to a tenant; run first, on the transaction's connection. */
 export type EnterTenant = ((tx: Queryable) => Promise<void>) & {
@@ -29,7 +33,8 @@ function checkQuery(finished: boolean, text: unknown, params: unknown): void {
  *
  * There is no parameter through which a caller could name a tenant: the binding is fixed at
  * construction. On PostgreSQL a pool of `database.pool_size` connections serves concurrent calls,
- * each call holding one connection from its first query to `finish`; PGlite runs them one at a time.
+ * each call holding one connection, and one of its tenant's slots (`takeSlot`), from its first
+ * query to `finish`; PGlite runs them one at a time.
  *
  * @example
  * const db = isolation.open(record);
@@ -39,14 +44,16 @@ function checkQuery(finished: boolean, text: unknown, params: unknown): void {
 export class TenantTransaction implements TenantDb {
   readonly #db: Database;
   readonly #enter: EnterTenant;
+  readonly #takeSlot: TakeSlot | undefined;
   #tx: Promise<Queryable> | undefined;
   #done: Promise<unknown> | undefined;
   #release: ((commit: boolean) => void) | undefined;
   #finished = false;
 
-  constructor(db: Database, enter: EnterTenant) {
+  constructor(db: Database, enter: EnterTenant, takeSlot?: TakeSlot) {
     this.#db = db;
     this.#enter = enter;
+    this.#takeSlot = takeSlot;
   }
 
   /** Runs one parameterised statement inside the call's tenant transaction. */
@@ -59,23 +66,36 @@ export class TenantTransaction implements TenantDb {
   #begin(): Promise<Queryable> {
     if (this.#tx) return this.#tx;
     const prelude = this.#enter.prelude;
+    const slot = this.#takeSlot?.();
     this.#tx = new Promise<Queryable>((resolveTx, rejectTx) => {
       const gate = new Promise<boolean>((resolve) => {
         this.#release = resolve;
       });
-      this.#done = this.#db
-        .transaction(
-          async (tx) => {
-            if (!prelude) await this.#enter(tx);
-            resolveTx(tx);
-            if (!(await gate)) throw ROLLBACK;
-          },
-          prelude ? { begin: prelude } : undefined,
-        )
-        .catch((error: unknown) => {
-          rejectTx(error);
-          if (error !== ROLLBACK) throw error;
-        });
+      const run = (releaseSlot: ReleaseSlot | undefined): Promise<unknown> => {
+        const done = this.#db
+          .transaction(
+            async (tx) => {
+              if (!prelude) await this.#enter(tx);
+              resolveTx(tx);
+              if (!(await gate)) throw ROLLBACK;
+            },
+            prelude ? { begin: prelude } : undefined,
+          )
+          .catch((error: unknown) => {
+            rejectTx(error);
+            if (error !== ROLLBACK) throw error;
+          });
+        // The slot is the tenant's until its connection is back in the pool.
+        return releaseSlot ? done.finally(releaseSlot) : done;
+      };
+      // Over its share, the call waits for a slot (the gate still decides commit or rollback).
+      this.#done =
+        slot instanceof Promise
+          ? slot.then(run, (error: unknown) => {
+              rejectTx(error);
+              throw error;
+            })
+          : run(slot);
       // `finish` reports the failure; until it is called the rejection must not count as unhandled.
       this.#done.catch(() => {});
     });
@@ -108,15 +128,29 @@ export class TenantTransaction implements TenantDb {
 export class TenantStatements implements TenantDb {
   readonly #db: Database;
   readonly #enter: EnterTenant;
+  readonly #takeSlot: TakeSlot | undefined;
   #finished = false;
 
-  constructor(db: Database, enter: EnterTenant) {
+  constructor(db: Database, enter: EnterTenant, takeSlot?: TakeSlot) {
     this.#db = db;
     this.#enter = enter;
+    this.#takeSlot = takeSlot;
   }
 
   async query<R extends Row = Row>(text: string, params?: readonly unknown[]): Promise<QueryResult<R>> {
     checkQuery(this.#finished, text, params);
+    // Each statement holds one of the tenant's connection slots while it runs.
+    const slot = this.#takeSlot?.();
+    if (slot === undefined) return this.#run<R>(text, params);
+    const release = slot instanceof Promise ? await slot : slot;
+    try {
+      return await this.#run<R>(text, params);
+    } finally {
+      release();
+    }
+  }
+
+  #run<R extends Row>(text: string, params: readonly unknown[] | undefined): Promise<QueryResult<R>> {
     if (this.#db.bound) return this.#db.bound<R>(this.#enter.binding, text, params ?? []);
     const prelude = this.#enter.prelude;
     return this.#db.transaction(

@@ -16,6 +16,7 @@ import type { TenantryConfig } from "../config/resolve.js";
 import { ensurePgliteRuntimeRole, runCoreMigrations } from "../db/core-migrations.js";
 import type { Databases } from "../db/database.js";
 import { openDatabases } from "../db/open.js";
+import { CONNECTION_WAIT_MS } from "../db/postgres.js";
 import { type AppMigration, DataIsolation } from "../isolation/data-isolation.js";
 import { storagePrefixForKey } from "../isolation/names.js";
 import { createObjectStore } from "../isolation/storage/create-object-store.js";
@@ -134,7 +135,10 @@ export class TenantryApp {
     if (this.dbs.runtimeRole) await ensurePgliteRuntimeRole(this.dbs.admin, this.dbs.runtimeRole);
     await runCoreMigrations(this.dbs.admin, this.dbs.runtimeRoleName);
 
-    this.isolation = new DataIsolation(this.dbs, c.auth.multi_tenant.isolation);
+    this.isolation = new DataIsolation(this.dbs, c.auth.multi_tenant.isolation, {
+      max: c.database.max_connections_per_tenant ?? Math.ceil(c.database.pool_size / 2),
+      waitMs: CONNECTION_WAIT_MS,
+    });
     this.isolation.add(this.#appMigrations);
     await this.isolation.migrateShared();
     if (options.safetyCheck !== false) await this.isolation.checkSafety();

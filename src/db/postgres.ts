@@ -1,4 +1,5 @@
 import pg from "pg";
+import { TenantryError } from "../errors.js";
 import { BoundStatement } from "./bound-statement.js";
 import type {
   Binding,
@@ -83,7 +84,10 @@ export class PostgresDatabase implements Database {
     fn: (tx: TransactionHandle) => Promise<T>,
     options: TransactionOptions = {},
   ): Promise<T> {
-    const client = await this.#pool.connect();
+    const client = await this.#pool.connect().catch((error: unknown) => {
+      // No connection within CONNECTION_WAIT_MS (the pool busy), or PostgreSQL unreachable.
+      throw new TenantryError("service_unavailable", "no database connection is available", { cause: error });
+    });
     let broken = false;
     // pg-pool listens for errors of idle clients only. A checked-out connection that dies (a
     // failover, a terminated backend) emits 'error', and an 'error' nobody listens to ends the

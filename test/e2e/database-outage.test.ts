@@ -154,6 +154,35 @@ describe.skipIf(!pgUp)("PostgreSQL terminates every connection under a running s
     }
   });
 
+  it("while PostgreSQL refuses new connections, a call fails with service_unavailable; then it serves", async () => {
+    const asSuper = async (sql: string) => {
+      const su = superuser();
+      await su.connect();
+      try {
+        await su.query(sql);
+      } finally {
+        await su.end();
+      }
+    };
+    await asSuper(`ALTER ROLE "${db.runtimeRole}" NOLOGIN`);
+    try {
+      await terminate(`usename = '${db.runtimeRole}'`);
+      const r = await callTool(server.mcpUrl, tokens.acme!, "notes_list");
+      expect(r.status).toBe(200);
+      expect(r.body.result).toMatchObject({
+        isError: true,
+        content: [{ type: "text", text: "service_unavailable: no database connection is available" }],
+      });
+    } finally {
+      await asSuper(`ALTER ROLE "${db.runtimeRole}" LOGIN`);
+    }
+    await pollUntil(
+      async () => titlesOf(await callTool(server.mcpUrl, tokens.acme!, "notes_list")) !== undefined,
+      5_000,
+      "served again",
+    );
+  });
+
   it("the registry hears of other replicas' writes again once its LISTEN connection is back", async () => {
     const listen = "application_name = 'tenantry-listen'";
     const listeners = async () => {

@@ -95,6 +95,8 @@ export const storageSchema = z.strictObject({
   access_key_id: z.string().min(1).optional(),
   secret_access_key: z.string().min(1).optional(),
   max_object_bytes: positiveInt.default(10 * 1024 * 1024),
+  /** s3: the longest one S3 request may take (connecting at most 3 s of it); then it fails. */
+  request_timeout_ms: positiveInt.max(600_000).default(30_000),
 });
 
 export const rateLimitSchema = z.strictObject({

@@ -30,6 +30,7 @@ export function createObjectStore(config: StorageConfig): ObjectStore {
     ...(config.region !== undefined ? { region: config.region } : {}),
     ...(config.endpoint !== undefined ? { endpoint: config.endpoint } : {}),
     forcePathStyle: config.force_path_style,
+    requestTimeoutMs: config.request_timeout_ms,
     ...(accessKeyId !== undefined && secretAccessKey !== undefined
       ? { credentials: { accessKeyId, secretAccessKey } }
       : {}),

@@ -25,7 +25,15 @@ export interface S3ObjectStoreOptions {
   forcePathStyle?: boolean;
   /** Static credentials; absent means the SDK's default chain (env, profile, instance role). */
   credentials?: { accessKeyId: string; secretAccessKey: string };
+  /**
+   * The longest one request may take, connecting at most 3 s of it (default 30 s). The SDK has no
+   * limit of its own: an endpoint that accepts and never answers would hold a tool call forever.
+   */
+  requestTimeoutMs?: number;
 }
+
+/** The longest a connection to S3 may take to open. */
+const CONNECT_TIMEOUT_MS = 3000;
 
 type S3Error = { name?: string; $metadata?: { httpStatusCode?: number } };
 
@@ -52,6 +60,11 @@ export class S3ObjectStore implements ObjectStore {
       ...(options.endpoint !== undefined ? { endpoint: options.endpoint } : {}),
       forcePathStyle: options.forcePathStyle ?? false,
       ...(options.credentials !== undefined ? { credentials: options.credentials } : {}),
+      requestHandler: {
+        connectionTimeout: Math.min(CONNECT_TIMEOUT_MS, options.requestTimeoutMs ?? 30_000),
+        requestTimeout: options.requestTimeoutMs ?? 30_000,
+        throwOnRequestTimeout: true,
+      },
     });
   }
 

@@ -38,6 +38,7 @@ export const ERROR_CODES = {
   unsafe_schema: "A tenant table lacks forced row-level security with a policy.",
   migration_failed: "A migration failed.",
   backend_unavailable: "A backend (database, Redis, object store) is unreachable.",
+  tool_timeout: "The tool did not finish within server.tool_timeout_ms.",
   audit_write_failed: "An audit event could not be written; the action was not performed.",
   internal: "Internal error.",
 } as const;

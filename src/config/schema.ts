@@ -34,6 +34,11 @@ export const serverSchema = z.strictObject({
   /** Most stateful sessions kept at once (oldest evicted). */
   max_sessions: positiveInt.default(10_000),
   session_idle_timeout_s: positiveInt.default(1800),
+  /**
+   * The longest a tool call may run. Past it the call fails with `tool_timeout`: its signal is
+   * aborted, its transaction rolled back and its connection freed, whatever the tool still awaits.
+   */
+  tool_timeout_ms: positiveInt.max(3_600_000).default(60_000),
 });
 
 export const multiTenantSchema = z.strictObject({

@@ -201,6 +201,7 @@ export class TenantryApp {
       name: "tenantry",
       version: VERSION,
       adminContext: adminStage.adminContext,
+      toolTimeoutMs: c.server.tool_timeout_ms,
     });
     this.#mcp = new McpEndpoint({
       pipeline: new AdmissionPipeline(auth, this.verifier, this.registry, adminStage.impersonations),
@@ -376,6 +377,7 @@ class LazyCallResources implements CallResources {
   readonly #transaction: "call" | "statement";
   #db: TenantTransaction | TenantStatements | undefined;
   #storage: TenantStorage | undefined;
+  #finished = false;
 
   constructor(
     isolation: DataIsolation,
@@ -392,23 +394,33 @@ class LazyCallResources implements CallResources {
   }
 
   get db(): TenantTransaction | TenantStatements {
-    this.#db ??=
-      this.#transaction === "statement"
-        ? this.#isolation.openStatements(this.#record)
-        : this.#isolation.open(this.#record);
+    if (this.#db === undefined) {
+      this.#db =
+        this.#transaction === "statement"
+          ? this.#isolation.openStatements(this.#record)
+          : this.#isolation.open(this.#record);
+      // First used after the call ended (work the tool left running): refuses every query, so
+      // nothing opens a transaction that no one would end.
+      if (this.#finished) void this.#db.finish(false);
+    }
     return this.#db;
   }
 
   get storage(): TenantStorage {
-    this.#storage ??= new TenantStorage(
-      this.#objects,
-      storagePrefixForKey(this.#record.key),
-      this.#storageOptions,
-    );
+    if (this.#storage === undefined) {
+      this.#storage = new TenantStorage(
+        this.#objects,
+        storagePrefixForKey(this.#record.key),
+        this.#storageOptions,
+      );
+      if (this.#finished) this.#storage.end();
+    }
     return this.#storage;
   }
 
   finish(ok: boolean): Promise<void> | undefined {
+    this.#finished = true;
+    this.#storage?.end();
     return this.#db?.finish(ok);
   }
 }

@@ -62,6 +62,33 @@ export interface DispatcherOptions {
   instructions?: string;
   /** Hands admin tools their services; tenant tools get tenant-bound resources. */
   adminContext?: (scope: TenantScope & { kind: "global" }, state: DispatchState) => Record<string, unknown>;
+  /** The longest an asynchronous tool may run before its call fails with `tool_timeout`. */
+  toolTimeoutMs?: number;
+}
+
+/**
+ * `pending`, or a `tool_timeout` rejection after `ms`, whichever comes first. A tool cannot be
+ * stopped from outside: the call ends without it (its resources are released, its signal aborted),
+ * and whatever it still does with `ctx.db` or `ctx.storage` is refused.
+ */
+function withDeadline<T>(pending: Promise<T>, ms: number | undefined, name: string): Promise<T> {
+  if (ms === undefined) return pending;
+  return new Promise<T>((resolve, reject) => {
+    const timer = setTimeout(
+      () => reject(new TenantryError("tool_timeout", `Tool ${name} did not finish within ${ms} ms`)),
+      ms,
+    );
+    pending.then(
+      (value) => {
+        clearTimeout(timer);
+        resolve(value);
+      },
+      (error: unknown) => {
+        clearTimeout(timer);
+        reject(error);
+      },
+    );
+  });
 }
 
 const UNKNOWN_TOOL = (name: string) => `Unknown tool: ${name}`;
@@ -164,9 +191,12 @@ export class McpDispatcher {
       this.#options,
     );
     const run = () => tool.definition.run(parsed.data, call.ctx);
+    const timeoutMs = this.#options.toolTimeoutMs;
     if (state.traced) {
       const tenantId = scope.kind === "tenant" ? scope.tenant.tenantId : undefined;
-      return inToolSpan(name, tenantId, async () => run()).then(
+      return inToolSpan(name, tenantId, async () =>
+        withDeadline(Promise.resolve(run()), timeoutMs, name),
+      ).then(
         (output) => call.succeeded(id, output),
         (error: unknown) => call.failed(id, name, error),
       );
@@ -178,7 +208,7 @@ export class McpDispatcher {
       return call.failed(id, name, error);
     }
     if (output instanceof Promise) {
-      return output.then(
+      return withDeadline(output, timeoutMs, name).then(
         (value) => call.succeeded(id, value),
         (error: unknown) => call.failed(id, name, error),
       );

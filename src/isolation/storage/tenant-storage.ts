@@ -53,6 +53,7 @@ export class TenantStorage {
   readonly #prefix: string;
   readonly #maxObjectBytes: number;
   readonly #log: StorageLogger;
+  #ended = false;
 
   /** `prefix` must be a tenant's prefix ending in `/`, normally from `storagePrefixForKey`. */
   constructor(store: ObjectStore, prefix: string, options: TenantStorageOptions = {}) {
@@ -75,7 +76,20 @@ export class TenantStorage {
     return new TenantStorage(store, storagePrefixForKey(tenantKey), options);
   }
 
+  /**
+   * Refuses every later operation: a tool call's storage ends with the call, so a tool that runs
+   * on after its call ended (past `tool_timeout_ms`) writes nothing more.
+   */
+  end(): void {
+    this.#ended = true;
+  }
+
+  #live(): void {
+    if (this.#ended) throw new TenantryError("internal", "ctx.storage used after the tool call ended");
+  }
+
   #fullKey(key: string): string {
+    this.#live();
     const full = this.#prefix + validateStorageKey(key);
     if (Buffer.byteLength(full, "utf8") > MAX_STORAGE_KEY_BYTES) {
       throw new TenantryError(
@@ -125,6 +139,7 @@ export class TenantStorage {
 
   /** Tenant-relative keys starting with `prefix` (`""` = all), one page at a time. */
   async list(prefix = "", options: TenantListOptions = {}): Promise<TenantListResult> {
+    this.#live();
     validateStoragePrefix(prefix);
     const limit = options.limit ?? 100;
     if (!Number.isInteger(limit) || limit < 1 || limit > MAX_LIST_LIMIT) {

@@ -24,7 +24,9 @@ process.once("message", async (job) => {
           pipelining: 1,
           ...(job.rate ? { overallRate: job.rate } : {}),
           ...job.requests[0],
-          setupClient: (client) => client.setRequest(job.requests[next++ % job.requests.length]),
+          // setRequests, not setRequest: the latter changes only the client's next request, after
+          // which autocannon goes back to its default one (every client would send requests[0]).
+          setupClient: (client) => client.setRequests([{ ...job.requests[next++ % job.requests.length] }]),
         },
         (error, result) => (error ? reject(error) : resolve({ result, latencies })),
       );

@@ -54,6 +54,12 @@ export interface DispatchState {
   readonly notes: DispatchNotes;
   /** Whether the request span records (an OpenTelemetry SDK is registered and sampled it). */
   readonly traced?: boolean;
+  /**
+   * The time budget the request's tool calls share: `until` (a `performance.now()` time) is set
+   * by the first call, `toolTimeoutMs` after it started. The messages of a batch share one holder,
+   * so a batch of slow calls lasts one timeout in all, not one per call.
+   */
+  readonly budget?: { until?: number };
 }
 
 export interface DispatcherOptions {
@@ -156,6 +162,21 @@ export class McpDispatcher {
     };
   }
 
+  /**
+   * The milliseconds a tool call may run: the tool timeout, less what earlier calls sharing the
+   * budget (a batch's) spent. `undefined`: no limit.
+   */
+  #timeLeft(budget: { until?: number } | undefined): number | undefined {
+    const timeoutMs = this.#options.toolTimeoutMs;
+    if (timeoutMs === undefined || budget === undefined) return timeoutMs;
+    const now = performance.now();
+    budget.until ??= now + timeoutMs;
+    // Timers run on whole milliseconds and may fire a fraction early: a call left with less than
+    // that never starts, rather than starting with a budget it cannot use.
+    const left = budget.until - now;
+    return left < 2 ? 0 : Math.floor(left);
+  }
+
   #call(
     id: JsonRpcId,
     params: Record<string, unknown>,
@@ -191,7 +212,15 @@ export class McpDispatcher {
       this.#options,
     );
     const run = () => tool.definition.run(parsed.data, call.ctx);
-    const timeoutMs = this.#options.toolTimeoutMs;
+    const timeoutMs = this.#timeLeft(state.budget);
+    if (timeoutMs !== undefined && timeoutMs <= 0) {
+      // An earlier call of the batch spent the budget: this one does not start.
+      return call.failed(
+        id,
+        name,
+        new TenantryError("tool_timeout", `Tool ${name} did not start: the request's time ran out`),
+      );
+    }
     if (state.traced) {
       const tenantId = scope.kind === "tenant" ? scope.tenant.tenantId : undefined;
       return inToolSpan(name, tenantId, async () =>

@@ -298,6 +298,8 @@ export class McpEndpoint {
     }
     // From here every request message has a slot: the request's own (first) and the ones above.
     state.notes.batched = true;
+    // The batch's calls share one tool-time budget: a batch of slow calls lasts one timeout.
+    const shared: DispatchState = { ...state, budget: {} };
     const notes: DispatchNotes[] = [];
     for (const m of incoming) if (m.kind === "request") notes.push(requestNotes(m.message));
     let ran = 0;
@@ -312,7 +314,7 @@ export class McpEndpoint {
       const responses: JsonRpcResponse[] = [];
       for (const m of incoming) {
         const own: DispatchState = {
-          ...state,
+          ...shared,
           notes: m.kind === "request" ? (notes[ran++] as DispatchNotes) : requestNotes(undefined),
         };
         const answer = this.#answer(m, own);

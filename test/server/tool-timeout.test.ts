@@ -73,6 +73,12 @@ const tools = [
     },
   }),
   defineTool({
+    name: "hang",
+    description: "never answers",
+    input: z.object({}),
+    run: () => new Promise<never>(() => {}),
+  }),
+  defineTool({
     name: "quick",
     description: "answers at once",
     input: z.object({}),
@@ -142,6 +148,36 @@ describe("server.tool_timeout_ms", () => {
     // Nothing holds PGlite's one connection: the next call is served.
     const notes = await h.tenant("globex").client.callTool({ name: "notes_list", arguments: {} });
     expect(notes.structuredContent).toEqual({ notes: [] });
+  });
+
+  it("a batch's calls share one timeout: three hung calls answer after one, not three", async () => {
+    const call = (id: number, name: string) => ({
+      jsonrpc: "2.0",
+      id,
+      method: "tools/call",
+      params: { name, arguments: {} },
+    });
+    const started = performance.now();
+    const res = await fetch(h.mcpUrl, {
+      method: "POST",
+      headers: {
+        Authorization: `Bearer ${h.tenant("globex").token}`,
+        "Content-Type": "application/json",
+        Accept: "application/json, text/event-stream",
+      },
+      body: JSON.stringify([call(1, "hang"), call(2, "hang"), call(3, "quick"), call(4, "hang")]),
+    });
+    const answers = (await res.json()) as { id: number; result: { content: { text: string }[] } }[];
+    const elapsed = performance.now() - started;
+    // One timeout, not one per hung call (the messages below say which calls never started).
+    expect(elapsed).toBeGreaterThanOrEqual(TIMEOUT_MS - 5);
+    expect(elapsed).toBeLessThan(3 * TIMEOUT_MS);
+    expect(answers.map((a) => [a.id, a.result.content[0]!.text])).toEqual([
+      [1, `tool_timeout: Tool hang did not finish within ${TIMEOUT_MS} ms`],
+      [2, "tool_timeout: Tool hang did not start: the request's time ran out"],
+      [3, "tool_timeout: Tool quick did not start: the request's time ran out"],
+      [4, "tool_timeout: Tool hang did not start: the request's time ran out"],
+    ]);
   });
 
   it("a quick tool is untouched", async () => {

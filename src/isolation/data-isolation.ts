@@ -1,7 +1,7 @@
 import { ensurePgliteRuntimeRole, runCoreMigrations } from "../db/core-migrations.js";
 import type { Databases } from "../db/database.js";
+import { ConnectionShare } from "../limits/connection-share.js";
 import type { TenantRecord } from "../tenancy/tenant.js";
-import { ConnectionShare } from "./connection-share.js";
 import {
   type AppMigration,
   migrateSharedTables,

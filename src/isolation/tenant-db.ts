@@ -1,10 +1,10 @@
 import type { Binding, Database, Queryable, QueryResult, Row } from "../db/database.js";
 import { TenantryError } from "../errors.js";
+import type { Release } from "../limits/concurrency.js";
 import type { TenantDb } from "../tools/tool-context.js";
-import type { ReleaseSlot } from "./connection-share.js";
 
 /** Takes one of the tenant's connection slots (see ConnectionShare); a promise when it must wait. */
-export type TakeSlot = () => ReleaseSlot | Promise<ReleaseSlot>;
+export type TakeSlot = () => Release | Promise<Release>;
 
 /** The statements that bind a transaction to a tenant; run first, on the transaction's connection. */
 export type EnterTenant = ((tx: Queryable) => Promise<void>) & {
@@ -71,7 +71,7 @@ export class TenantTransaction implements TenantDb {
       const gate = new Promise<boolean>((resolve) => {
         this.#release = resolve;
       });
-      const run = (releaseSlot: ReleaseSlot | undefined): Promise<unknown> => {
+      const run = (releaseSlot: Release | undefined): Promise<unknown> => {
         const done = this.#db
           .transaction(
             async (tx) => {

@@ -1,20 +1,19 @@
 import { TenantryError } from "../errors.js";
-
-/** Gives a connection slot back. Idempotent. */
-export type ReleaseSlot = () => void;
+import type { Release } from "./concurrency.js";
 
 interface Tenant {
   held: number;
   /** Calls waiting for a slot, oldest first. */
-  readonly waiting: Array<(release: ReleaseSlot) => void>;
+  readonly waiting: Array<(release: Release) => void>;
 }
 
 /**
  * Each tenant's share of the runtime connection pool: at most `max` connections held by one tenant
  * at once. A tenant whose tool calls are slow (or hang with a transaction open) can then occupy
- * only its share, and the other tenants' calls still find connections. A call over its tenant's
- * share waits its turn, first come first served, for up to `waitMs`; then it fails with
- * `service_unavailable`, as a call that finds the whole pool busy does.
+ * only its share, and the other tenants' calls still find connections. Unlike the in-flight cap
+ * (`InFlightLimiter`), which refuses at once, a call over its tenant's share waits its turn, first
+ * come first served, for up to `waitMs`; then it fails with `service_unavailable`, as a call that
+ * finds the whole pool busy does.
  *
  * State exists only for tenants holding or waiting for a slot, so it stays bounded by the calls in
  * flight.
@@ -49,7 +48,7 @@ export class ConnectionShare {
   }
 
   /** A slot for `tenantKey`: at once when its share has room, else a promise (rejects after `waitMs`). */
-  acquire(tenantKey: string): ReleaseSlot | Promise<ReleaseSlot> {
+  acquire(tenantKey: string): Release | Promise<Release> {
     let tenant = this.#tenants.get(tenantKey);
     if (tenant === undefined) {
       tenant = { held: 0, waiting: [] };
@@ -60,8 +59,8 @@ export class ConnectionShare {
       return this.#releaser(tenantKey, tenant);
     }
     const queued = tenant;
-    return new Promise<ReleaseSlot>((resolve, reject) => {
-      const grant = (release: ReleaseSlot) => {
+    return new Promise<Release>((resolve, reject) => {
+      const grant = (release: Release) => {
         clearTimeout(timer);
         resolve(release);
       };
@@ -80,7 +79,7 @@ export class ConnectionShare {
     });
   }
 
-  #releaser(tenantKey: string, tenant: Tenant): ReleaseSlot {
+  #releaser(tenantKey: string, tenant: Tenant): Release {
     let released = false;
     return () => {
       if (released) return;

@@ -1,8 +1,9 @@
 import { describe, expect, it } from "vitest";
 import { isTenantryError } from "../../src/errors.js";
-import { ConnectionShare, type ReleaseSlot } from "../../src/isolation/connection-share.js";
+import type { Release } from "../../src/limits/concurrency.js";
+import { ConnectionShare } from "../../src/limits/connection-share.js";
 
-const take = async (share: ConnectionShare, key: string): Promise<ReleaseSlot> => {
+const take = async (share: ConnectionShare, key: string): Promise<Release> => {
   const slot = share.acquire(key);
   return slot instanceof Promise ? slot : slot;
 };
@@ -20,20 +21,20 @@ describe("ConnectionShare: each tenant's share of the pool", () => {
     expect(typeof share.acquire("b")).toBe("function");
     expect(share.held("a")).toBe(2);
     expect(share.held("b")).toBe(1);
-    (a1 as ReleaseSlot)();
-    (a2 as ReleaseSlot)();
-    return (a3 as Promise<ReleaseSlot>).then((release) => release());
+    (a1 as Release)();
+    (a2 as Release)();
+    return (a3 as Promise<Release>).then((release) => release());
   });
 
   it("hands a freed slot to the oldest waiter, and a newcomer cannot overtake it", async () => {
     const share = new ConnectionShare(1, 1000);
-    const first = share.acquire("a") as ReleaseSlot;
+    const first = share.acquire("a") as Release;
     const order: string[] = [];
-    const w1 = (share.acquire("a") as Promise<ReleaseSlot>).then((r) => {
+    const w1 = (share.acquire("a") as Promise<Release>).then((r) => {
       order.push("w1");
       return r;
     });
-    const w2 = (share.acquire("a") as Promise<ReleaseSlot>).then((r) => {
+    const w2 = (share.acquire("a") as Promise<Release>).then((r) => {
       order.push("w2");
       return r;
     });
@@ -47,8 +48,8 @@ describe("ConnectionShare: each tenant's share of the pool", () => {
 
   it("a release is counted once, however often it is called", async () => {
     const share = new ConnectionShare(1, 1000);
-    const release = share.acquire("a") as ReleaseSlot;
-    const waiter = share.acquire("a") as Promise<ReleaseSlot>;
+    const release = share.acquire("a") as Release;
+    const waiter = share.acquire("a") as Promise<Release>;
     release();
     release();
     const second = await waiter;
@@ -59,7 +60,7 @@ describe("ConnectionShare: each tenant's share of the pool", () => {
 
   it("a call that waits longer than waitMs fails with service_unavailable and leaves no trace", async () => {
     const share = new ConnectionShare(1, 30);
-    const held = share.acquire("a") as ReleaseSlot;
+    const held = share.acquire("a") as Release;
     const error = await take(share, "a").catch((e: unknown) => e);
     expect(isTenantryError(error, "service_unavailable")).toBe(true);
     expect(share.held("a")).toBe(1);
@@ -68,12 +69,12 @@ describe("ConnectionShare: each tenant's share of the pool", () => {
     // The timed-out waiter is gone from the queue: the next caller gets the slot at once.
     const next = share.acquire("a");
     expect(typeof next).toBe("function");
-    (next as ReleaseSlot)();
+    (next as Release)();
   });
 
   it("keeps no state for tenants that hold nothing", async () => {
     const share = new ConnectionShare(3, 1000);
-    for (let i = 0; i < 1000; i++) (share.acquire(`t${i}`) as ReleaseSlot)();
+    for (let i = 0; i < 1000; i++) (share.acquire(`t${i}`) as Release)();
     expect(share.tracked).toBe(0);
     // Five calls through a share of three: each releases when done, the waiters get through.
     await Promise.all(

@@ -52,9 +52,9 @@ function isoTime(ms: number): string {
   return lastIso;
 }
 
-/** The wall-clock time (ISO) at which a request that started at `started` (`performance.now()`) began. */
-function startedAt(started: number): string {
-  return isoTime(Math.floor(Date.now() - (performance.now() - started)));
+/** The wall-clock time (ISO) at which a request began that has been running `elapsedMs`. */
+function startedAt(elapsedMs: number): string {
+  return isoTime(Math.floor(Date.now() - elapsedMs));
 }
 
 /** Most messages one JSON-RPC batch may hold; a larger batch is refused before any work. */
@@ -336,7 +336,7 @@ export class McpEndpoint {
     } finally {
       const status = failed ?? res.statusCode;
       // One start time for the whole batch: its events keep their order in the log.
-      const at = startedAt(started);
+      const at = startedAt(performance.now() - started);
       for (const n of notes) this.#record(admitted.scope, n, started, state.requestId, status, true, at);
     }
   }
@@ -456,7 +456,7 @@ export class McpEndpoint {
       );
     }
     const event: AuditEvent = {
-      at: at ?? isoTime(Math.floor(Date.now() - latencyMs)),
+      at: at ?? startedAt(latencyMs),
       kind: "request",
       tenantId: tenant?.tenantId ?? null,
       userId: tenant?.userId ?? (scope?.kind === "global" ? `admin:${scope.adminId}` : null),

@@ -3,6 +3,7 @@ import { z } from "zod";
 import { type Harness, startHarness } from "../../src/testing/index.js";
 import { defineTool } from "../../src/tools/define-tool.js";
 import { REDIS_URL, redisGate, uniqueKeyPrefix } from "../support/redis.js";
+import { postJsonRpc } from "../support/replicas.js";
 
 const redisUp = await redisGate();
 
@@ -15,19 +16,8 @@ const redisUp = await redisGate();
 
 const LIMIT = 6; // per minute, no burst: six tokens, one every 10 s
 
-async function postBatch(h: Harness, token: string, messages: unknown[], requestId: string) {
-  const res = await fetch(h.mcpUrl, {
-    method: "POST",
-    headers: {
-      Authorization: `Bearer ${token}`,
-      "Content-Type": "application/json",
-      Accept: "application/json, text/event-stream",
-      "X-Request-Id": requestId,
-    },
-    body: JSON.stringify(messages),
-  });
-  const text = await res.text();
-  return { status: res.status, headers: res.headers, body: text ? (JSON.parse(text) as unknown) : undefined };
+function postBatch(h: Harness, token: string, messages: unknown[], requestId: string) {
+  return postJsonRpc(h.mcpUrl, token, messages, { "X-Request-Id": requestId });
 }
 
 const remaining = (r: { headers: Headers }) =>
@@ -154,7 +144,7 @@ describe("JSON-RPC batches: one token and one audit event per request message", 
       "batch-ok",
     );
     expect(r.status).toBe(200);
-    const answers = r.body as { id: number; result?: { isError?: boolean } }[];
+    const answers = r.body as unknown as { id: number; result?: { isError?: boolean } }[];
     expect(answers.map((a) => a.id)).toEqual([1, 2, 3]);
     expect(runs).toBe(before + 2);
     const logged = await events("batch-ok");

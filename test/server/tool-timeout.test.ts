@@ -4,6 +4,7 @@ import { TenantStorage } from "../../src/isolation/storage/tenant-storage.js";
 import { type Harness, startHarness } from "../../src/testing/harness.js";
 import { defineTool } from "../../src/tools/define-tool.js";
 import { notesList, notesMigrations } from "../../src/tools/demo/notes.js";
+import { postJsonRpc } from "../support/replicas.js";
 
 /*
  * A tool that never finishes must not hold what its call was given: the call fails with
@@ -158,16 +159,13 @@ describe("server.tool_timeout_ms", () => {
       params: { name, arguments: {} },
     });
     const started = performance.now();
-    const res = await fetch(h.mcpUrl, {
-      method: "POST",
-      headers: {
-        Authorization: `Bearer ${h.tenant("globex").token}`,
-        "Content-Type": "application/json",
-        Accept: "application/json, text/event-stream",
-      },
-      body: JSON.stringify([call(1, "hang"), call(2, "hang"), call(3, "quick"), call(4, "hang")]),
-    });
-    const answers = (await res.json()) as { id: number; result: { content: { text: string }[] } }[];
+    const res = await postJsonRpc(h.mcpUrl, h.tenant("globex").token, [
+      call(1, "hang"),
+      call(2, "hang"),
+      call(3, "quick"),
+      call(4, "hang"),
+    ]);
+    const answers = res.body as unknown as { id: number; result: { content: { text: string }[] } }[];
     const elapsed = performance.now() - started;
     // One timeout, not one per hung call (the messages below say which calls never started).
     expect(elapsed).toBeGreaterThanOrEqual(TIMEOUT_MS - 5);

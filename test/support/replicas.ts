@@ -93,11 +93,24 @@ let nextId = 1;
  * One JSON-RPC request POSTed to `/mcp` without an MCP client: stateless servers need no
  * `initialize` first, and the HTTP status and rate-limit headers stay visible.
  */
-export async function postMcp(
+export function postMcp(
   mcpUrl: string,
   token: string,
   method: string,
   params: Record<string, unknown> = {},
+): Promise<McpReply> {
+  return postJsonRpc(mcpUrl, token, { jsonrpc: "2.0", id: nextId++, method, params });
+}
+
+/**
+ * POSTs `payload` (one JSON-RPC message, or an array of them: a batch) to `/mcp` as `token`, with
+ * `headers` added. The body is parsed as JSON (`{}` when empty).
+ */
+export async function postJsonRpc(
+  mcpUrl: string,
+  token: string,
+  payload: unknown,
+  headers: Record<string, string> = {},
 ): Promise<McpReply> {
   const res = await fetch(mcpUrl, {
     method: "POST",
@@ -105,8 +118,9 @@ export async function postMcp(
       Authorization: `Bearer ${token}`,
       "Content-Type": "application/json",
       Accept: "application/json, text/event-stream",
+      ...headers,
     },
-    body: JSON.stringify({ jsonrpc: "2.0", id: nextId++, method, params }),
+    body: JSON.stringify(payload),
   });
   const text = await res.text();
   return {

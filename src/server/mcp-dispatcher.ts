@@ -284,7 +284,7 @@ class ToolCall {
 
   succeeded(id: JsonRpcId, output: unknown): JsonRpcResponse | Promise<JsonRpcResponse> {
     const name = this.#state.notes.tool ?? "";
-    let result: Record<string, unknown> | RawJson;
+    let result: RawJson;
     try {
       result = toCallResult(output);
     } catch (error) {
@@ -300,7 +300,7 @@ class ToolCall {
     );
   }
 
-  #ok(id: JsonRpcId, result: Record<string, unknown> | RawJson): JsonRpcResponse {
+  #ok(id: JsonRpcId, result: RawJson): JsonRpcResponse {
     this.#state.notes.outcome = "ok";
     return rpcResult(id, result);
   }
@@ -362,11 +362,13 @@ function toolError(text: string): Record<string, unknown> {
 }
 
 /**
- * A tool may return a full MCP result (`{content: [...]}`) or any JSON value, sent as text and
- * structured content. A full result is serialised here, once: that throws for what JSON cannot
- * carry (before the call commits), and the response reuses the text.
+ * A tool's output as its MCP result, serialised once (the response splices the text in). An
+ * output that is already a result (has a `content` array) goes as it is. Any other output becomes
+ * one text item holding its JSON and, when that JSON is an object, `structuredContent` too: the
+ * output's JSON text is written into the result twice rather than the output serialised twice.
+ * An output with no JSON form (a function, a BigInt, a cycle) throws: the call fails.
  */
-function toCallResult(output: unknown): Record<string, unknown> | RawJson {
+function toCallResult(output: unknown): RawJson {
   if (
     typeof output === "object" &&
     output !== null &&
@@ -376,9 +378,10 @@ function toCallResult(output: unknown): Record<string, unknown> | RawJson {
     if (text === undefined) throw new TypeError("the tool's result has no JSON form");
     return new RawJson(text);
   }
-  const text = typeof output === "string" ? output : JSON.stringify(output ?? null);
-  const structured = typeof output === "object" && output !== null && !Array.isArray(output);
-  return structured
-    ? { content: [{ type: "text", text }], structuredContent: output }
-    : { content: [{ type: "text", text }] };
+  const text: string | undefined = typeof output === "string" ? output : JSON.stringify(output ?? null);
+  if (text === undefined) throw new TypeError("the tool's result has no JSON form");
+  const content = `{"content":[{"type":"text","text":${JSON.stringify(text)}}]`;
+  // structuredContent must be an object: an output whose JSON is not one (an array, a Date) has none.
+  const structured = typeof output !== "string" && text.startsWith("{");
+  return new RawJson(structured ? `${content},"structuredContent":${text}}` : `${content}}`);
 }

@@ -59,6 +59,30 @@ const tools = [
     }),
   }),
   defineTool({
+    name: "value",
+    description: "returns a plain value of the kind asked for (not a full MCP result)",
+    input: z.object({ kind: z.string() }),
+    run: (input) => {
+      const values: Record<string, unknown> = {
+        object: {
+          quote: 'a"b\\c',
+          counted: {
+            toJSON: () => {
+              serialised++;
+              return [1, "two"];
+            },
+          },
+        },
+        string: 'plain "text"',
+        array: [1, { a: 2 }],
+        date: new Date(0),
+        nothing: undefined,
+        function: () => 1,
+      };
+      return values[input.kind];
+    },
+  }),
+  defineTool({
     name: "boom",
     description: "throws synchronously",
     input: z.object({}),
@@ -257,6 +281,37 @@ describe("the synchronous request path", () => {
       expect(answers[0]).toEqual({ jsonrpc: "2.0", id: 1, result: expected });
       expect(answers[1]!.result.structuredContent).toMatchObject({ tenant: "acme" });
       expect(serialised).toBe(2);
+    } finally {
+      agent.destroy();
+    }
+  });
+
+  it("a plain output is serialised once: its JSON as text and, when it is an object, as structuredContent", async () => {
+    const agent = new Agent({ keepAlive: true, maxSockets: 1 });
+    try {
+      const token = await h.token("acme");
+      const result = async (kind: string) =>
+        ((await post(h, agent, token, call("value", { kind }))).body as { result: Record<string, unknown> })
+          .result;
+      serialised = 0;
+      const object = { quote: 'a"b\\c', counted: [1, "two"] };
+      expect(await result("object")).toEqual({
+        content: [{ type: "text", text: JSON.stringify(object) }],
+        structuredContent: object,
+      });
+      expect(serialised).toBe(1);
+      expect(await result("string")).toEqual({ content: [{ type: "text", text: 'plain "text"' }] });
+      expect(await result("array")).toEqual({ content: [{ type: "text", text: '[1,{"a":2}]' }] });
+      // structuredContent must be an object: a Date's JSON is a string, so it has none.
+      expect(await result("date")).toEqual({
+        content: [{ type: "text", text: '"1970-01-01T00:00:00.000Z"' }],
+      });
+      expect(await result("nothing")).toEqual({ content: [{ type: "text", text: "null" }] });
+      // A function has no JSON form: the call fails rather than answering a text item with no text.
+      expect(await result("function")).toEqual({
+        content: [{ type: "text", text: "Tool value failed" }],
+        isError: true,
+      });
     } finally {
       agent.destroy();
     }

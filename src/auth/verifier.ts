@@ -90,19 +90,24 @@ function deepFreeze<T>(value: T): T {
 /**
  * Checks `iss` exactly. Entra multi-tenant templates contain `{tid}`: the token's own `tid` (a
  * GUID) is substituted, so a token is accepted only if its issuer names the same directory as its
- * `tid` claim — the check Microsoft documents for multi-tenant apps.
+ * `tid` claim — the check Microsoft documents for multi-tenant apps. `templated` says the issuer
+ * matched only through a template, i.e. it may be any directory at all.
  */
-function issuerCheck(issuers: readonly string[]): (payload: JWTPayload) => string {
+function issuerCheck(
+  issuers: readonly string[],
+): (payload: JWTPayload) => { iss: string; templated: boolean } {
   const fixed = new Set(issuers.filter((i) => !i.includes("{tid}")));
   const templates = issuers.filter((i) => i.includes("{tid}"));
   return (payload) => {
     const iss = payload.iss;
     if (typeof iss !== "string") throw invalid("token has no issuer (iss)");
-    if (fixed.has(iss)) return iss;
+    if (fixed.has(iss)) return { iss, templated: false };
     if (templates.length > 0) {
       const tid = payload.tid;
       if (typeof tid !== "string" || !GUID.test(tid)) throw invalid("tid claim is not a GUID");
-      for (const template of templates) if (template.replaceAll("{tid}", tid) === iss) return iss;
+      for (const template of templates) {
+        if (template.replaceAll("{tid}", tid) === iss) return { iss, templated: true };
+      }
     }
     throw invalid("issuer not accepted (iss)");
   };
@@ -116,6 +121,7 @@ function issuerCheck(issuers: readonly string[]): (payload: JWTPayload) => strin
  * HS256 keyed with the RSA public key); `jku`/`x5u`/`jwk`/`x5c` headers; unknown `kid`s; wrong
  * `iss`; wrong `aud` (RFC 8707) — for Cognito, instead, `token_use` other than `access` or another
  * `client_id`; missing `exp` or `sub`; `exp`/`nbf` outside `auth.clockToleranceSeconds`.
+ * Not refused, but without the admin scope: a token whose issuer matched only a `{tid}` template.
  *
  * @example
  * const verifier = createTokenVerifier(config.resolvedAuth);
@@ -146,7 +152,7 @@ export function createTokenVerifier(auth: ResolvedAuth, options: VerifierOptions
   };
 
   function accept(payload: JWTPayload): VerifiedToken {
-    const issuer = checkIssuer(payload);
+    const { iss: issuer, templated } = checkIssuer(payload);
     if (cognito) {
       if (payload.token_use !== "access") throw invalid("not an access token (token_use)");
       if (payload.client_id !== auth.clientId) throw invalid("token not issued for this client (client_id)");
@@ -155,11 +161,16 @@ export function createTokenVerifier(auth: ResolvedAuth, options: VerifierOptions
     if (typeof subject !== "string" || subject === "") throw invalid("token has no subject (sub)");
     const claims = deepFreeze(payload as Record<string, unknown>);
     const user = readClaim(claims, auth.userClaim);
+    let scopes = readScopes(claims, auth.scopeClaims);
+    // A `{tid}` template admits every directory, and each directory's own admins assign the app's
+    // roles and consent to its scopes: anyone can make a directory that grants itself the admin
+    // scope. It counts only in tokens from a fixed issuer (the operator's own directory).
+    if (templated) scopes = scopes.filter((s) => s !== auth.adminScope);
     return Object.freeze({
       issuer,
       subject,
       userId: typeof user === "string" && user !== "" ? user : subject,
-      scopes: Object.freeze(readScopes(claims, auth.scopeClaims)),
+      scopes: Object.freeze(scopes),
       claims,
       expiresAt: payload.exp as number,
     });

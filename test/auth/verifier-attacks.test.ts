@@ -167,6 +167,36 @@ describe("attacks on the token verifier: every one is invalid_token", () => {
       const noTid = await idp.sign({ iss: `${idp.issuer}/${TID}/v2.0`, aud: ENTRA_AUDIENCE, sub: "x" });
       await expectInvalidToken(entra.verify(noTid), /tid/);
     });
+
+    it("the admin scope from a directory a {tid} template admits is dropped: any directory can assign itself the app's roles", async () => {
+      // An attacker's own directory consents to the multi-tenant app and assigns itself the role.
+      const home = `${idp.issuer}/${TID}/v2.0`;
+      const withHome = createTokenVerifier(
+        resolveAuth({
+          provider: "entra",
+          issuer: [...idp.entraIssuerTemplates, home],
+          audience: ENTRA_AUDIENCE,
+          jwks_uri: idp.jwksUri,
+        }),
+      );
+      for (const v of [entra, withHome]) {
+        const foreign = await v.verify(
+          await idp.entraToken({
+            tid: OTHER_TID,
+            audience: ENTRA_AUDIENCE,
+            scp: "admin:global Files.Read",
+            roles: ["admin:global"],
+          }),
+        );
+        expect(foreign.scopes).toEqual(["Files.Read"]);
+      }
+      // The operator's own directory, listed as a fixed issuer, keeps it.
+      const own = await withHome.verify(
+        await idp.entraToken({ tid: TID, audience: ENTRA_AUDIENCE, roles: ["admin:global"] }),
+      );
+      expect(own.issuer).toBe(home);
+      expect(own.scopes).toEqual(["admin:global"]);
+    });
   });
 
   describe("cognito", () => {

@@ -142,6 +142,24 @@ describe("identity providers over HTTP with the MCP SDK client", () => {
       await expectRefused(await post(entra, { token: notGuid }), 401, "invalid_token");
       await expectServing(entra, await idp.entraToken({ tid: b, audience: ENTRA_AUDIENCE }), b);
     });
+
+    it("a directory the {tid} templates admit cannot make itself global admin with the admin role or scope", async () => {
+      // Anyone can create a directory, consent to a multi-tenant app and assign themselves its roles.
+      const evil = "d3adbeef-0000-4000-8000-000000000bad";
+      const forged = await idp.entraToken({
+        tid: evil,
+        audience: ENTRA_AUDIENCE,
+        scp: "admin:global",
+        roles: ["admin:global"],
+      });
+      const admin = await fetch(`${entra.url}/admin/api/tenants`, {
+        headers: { authorization: `Bearer ${forged}` },
+      });
+      expect(admin.status).toBe(403);
+      expect(((await admin.json()) as { error: string }).error).toBe("insufficient_scope");
+      // On /mcp it is an ordinary token of an unregistered directory, not a global admin.
+      await expectRefused(await post(entra, { token: forged }), 403, "unknown_tenant");
+    });
   });
 
   describe("cognito", () => {

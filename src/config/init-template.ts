@@ -79,6 +79,8 @@ function authLines(provider: Provider): string[] {
         "# Cognito access tokens carry no aud: the app client id is checked instead. Change it to",
         "# the app client that your MCP clients use.",
         'client_id = "your-app-client-id"',
+        "# custom:tenant_id decides the tenant: make the attribute read-only for every app client,",
+        "# or users can rewrite it (UpdateUserAttributes) and move into another tenant.",
         "# Uncomment to also require an audience (ID tokens, or resource servers that set aud):",
         '# audience = "https://mcp.example.com"',
       ];

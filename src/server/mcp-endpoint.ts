@@ -109,7 +109,7 @@ export class McpEndpoint {
       }
       if (req.method !== "POST" && req.method !== "DELETE") {
         throw new TenantryError("method_not_allowed", "use POST", {
-          details: { headers: { Allow: "POST" } },
+          details: { headers: { Allow: d.sessions ? "POST, DELETE" : "POST" } },
         });
       }
       this.#checkOrigin(req);

@@ -10,7 +10,15 @@ import { LATEST_PROTOCOL_VERSION } from "@modelcontextprotocol/sdk/types.js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startTestIssuer, type TestIssuer } from "../../src/testing/test-issuer.js";
 import { whoami } from "../../src/tools/demo/whoami.js";
-import { callToolMessage, type E2eServer, post, RESOURCE, startServer, whoamiVia } from "./helpers.js";
+import {
+  callToolMessage,
+  type E2eServer,
+  expectRefused,
+  post,
+  RESOURCE,
+  startServer,
+  whoamiVia,
+} from "./helpers.js";
 
 /** A second issuer the server also trusts (same keys, for brevity): a different identity namespace. */
 const OTHER_ISSUER = "https://login.partner-idp.example/";
@@ -140,6 +148,14 @@ describe("stateful sessions", () => {
     expect(again.status).toBe(404);
     await again.body?.cancel();
     await client.close();
+  });
+
+  it("every method it does not serve is 405 with the same Allow: POST, DELETE", async () => {
+    for (const method of ["GET", "PUT", "PATCH"]) {
+      const response = await post(server, { token: aliceAtAcme, method });
+      expect(response.headers.get("allow"), method).toBe("POST, DELETE");
+      await expectRefused(response, 405, "method_not_allowed");
+    }
   });
 
   it("the protected-resource metadata lists every configured issuer", async () => {

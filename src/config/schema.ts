@@ -39,6 +39,11 @@ export const serverSchema = z.strictObject({
    * aborted, its transaction rolled back and its connection freed, whatever the tool still awaits.
    */
   tool_timeout_ms: positiveInt.max(3_600_000).default(60_000),
+  /**
+   * When set, `GET /metrics` answers only `Authorization: Bearer <metrics_token>`: its per-tenant
+   * counters name every active tenant. Unset, it is open (keep it off the public network).
+   */
+  metrics_token: z.string().min(16, "metrics_token must be at least 16 characters").optional(),
 });
 
 export const multiTenantSchema = z.strictObject({

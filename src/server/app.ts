@@ -30,7 +30,7 @@ import type { TenantRecord } from "../tenancy/tenant.js";
 import type { ToolDefinition } from "../tools/define-tool.js";
 import { ToolRegistry } from "../tools/tool-registry.js";
 import { type AdminRoute, AdminRoutes } from "./admin-routes.js";
-import { newControlSecret, removeControlFile, writeControlFile } from "./control-file.js";
+import { newControlSecret, removeControlFile, sameSecret, writeControlFile } from "./control-file.js";
 import type { MapperContext } from "./error-mapper.js";
 import { type CallResources, McpDispatcher, type ResourceFactory } from "./mcp-dispatcher.js";
 import { McpEndpoint } from "./mcp-endpoint.js";
@@ -271,6 +271,14 @@ export class TenantryApp {
         case "/readyz":
           return this.#ready(res);
         case "/metrics":
+          if (!this.#mayScrape(req)) {
+            return sendJson(
+              res,
+              401,
+              { error: "invalid_token", message: "/metrics needs the metrics token" },
+              { "WWW-Authenticate": 'Bearer realm="metrics", error="invalid_token"' },
+            );
+          }
           return sendText(res, 200, await this.metrics.text(), this.metrics.registry.contentType);
         case "/dev-issuer/.well-known/jwks.json":
           if (this.devKeys) return sendJson(res, 200, this.devKeys.jwks());
@@ -285,6 +293,14 @@ export class TenantryApp {
     }
     if (path.startsWith("/admin/api/")) return this.#admin.handle(req, res, new URL(url, "http://x"));
     sendJson(res, 404, { error: "not_found", message: "no such endpoint" });
+  }
+
+  /** With `[server] metrics_token`, a scrape must present it as a bearer token. */
+  #mayScrape(req: IncomingMessage): boolean {
+    const token = this.config.server.metrics_token;
+    if (token === undefined) return true;
+    const header = req.headers.authorization;
+    return typeof header === "string" && sameSecret(header, `Bearer ${token}`);
   }
 
   async #ready(res: ServerResponse): Promise<void> {

@@ -17,6 +17,12 @@ export interface TransactionOptions {
    * BEGIN in one round trip (the tenant binding of every tool call).
    */
   begin?: string;
+  /**
+   * A parameter-free script to run as the transaction's last statement, before COMMIT (not on
+   * ROLLBACK, which undoes the transaction's session state by itself): tenant transactions reset
+   * the session state their statements may have left on the connection.
+   */
+  reset?: string;
 }
 
 /** A statement that binds a transaction to a tenant; it returns no rows. */
@@ -25,6 +31,8 @@ export interface Binding {
   readonly name: string;
   readonly text: string;
   readonly values: readonly string[];
+  /** Parameter-free statements run after the statement, in its transaction (see `TransactionOptions.reset`). */
+  readonly reset?: readonly string[];
 }
 
 /** One transaction's connection: parameterised statements, and scripts without parameters (migrations). */
@@ -42,8 +50,8 @@ export interface Database extends Queryable {
   /** Runs a script of several statements without parameters (migrations). */
   exec(sql: string): Promise<void>;
   /**
-   * Runs `binding` then one statement in a single transaction of their own, sent together (one
-   * round trip). Optional: without it, callers use {@link transaction}.
+   * Runs `binding`, one statement, then `binding.reset`, in a single transaction of their own, sent
+   * together (one round trip). Optional: without it, callers use {@link transaction}.
    */
   bound?<R extends Row = Row>(
     binding: Binding,

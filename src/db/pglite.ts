@@ -101,12 +101,14 @@ export class PgliteDatabase implements Database {
   transaction<T>(fn: (tx: TransactionHandle) => Promise<T>, options: TransactionOptions = {}): Promise<T> {
     return this.#db.transaction(async (tx) => {
       if (options.begin) await tx.exec(options.begin);
-      return fn({
+      const value = await fn({
         ...wrap(tx),
         exec: async (sql: string) => {
           await tx.exec(sql);
         },
       });
+      if (options.reset) await tx.exec(options.reset);
+      return value;
     });
   }
 

@@ -76,7 +76,7 @@ export class PostgresDatabase implements Database {
     const results = (await this.#pool.query(
       new BoundStatement(binding, text, params) as unknown as pg.QueryConfig,
     )) as unknown as pg.QueryResult<R>[];
-    const result = results[results.length - 1]!;
+    const result = results[1] ?? results[0]!; // the binding's, the statement's, then the resets'
     return { rows: result.rows, rowCount: result.rowCount ?? result.rows.length };
   }
 
@@ -123,6 +123,8 @@ export class PostgresDatabase implements Database {
       const value = await fn(tx);
       flush();
       await began; // a transaction that ran no statement still reports a failed BEGIN
+      // Sent with COMMIT. If it fails, the transaction is aborted and COMMIT reports it (below).
+      if (options.reset) client.query(options.reset).catch(() => {});
       const end = await client.query("COMMIT");
       // COMMIT of a transaction in which a statement failed rolls back and reports no error; PGlite
       // throws 25P02 there, and so do we: the caller must not believe its writes were kept.

@@ -18,6 +18,15 @@ export const TENANT_SETTING = "app.tenant_id";
 /** The tenant bound to the current transaction, NULL when unset or empty, so that policies fail closed. */
 export const CURRENT_TENANT_SQL = "NULLIF(current_setting('app.tenant_id', true), '')";
 
+/**
+ * Session state a tool's SQL can create that would outlive its transaction on the connection, and
+ * so reach the next call there, another tenant's as likely as not: WITH HOLD cursors and temporary
+ * tables (which hold rows), session-level settings (`SET`, `set_config(…, false)`), sequence values
+ * (`currval`, `lastval`). Every tenant transaction ends with these statements, before COMMIT.
+ * `RESET ALL` leaves the connection's own settings (startup parameters, the role) as they were.
+ */
+export const SESSION_RESET = ["CLOSE ALL", "DISCARD TEMP", "RESET ALL", "DISCARD SEQUENCES"] as const;
+
 /** Whether tenant tables live in one schema per tenant (else shared tables in `public` under RLS). */
 export function usesSchemas(isolation: IsolationName): boolean {
   return isolation === "schema_per_tenant";
@@ -60,7 +69,9 @@ export function enterTenant(
         name: `tenantry_bind_${settings.map(([name]) => name.replace(/\W/g, "")).join("_")}`,
         text: `SELECT FROM (SELECT ${calls.map((c, i) => `${c} AS c${i}`).join(", ")}) AS b WHERE ${calls.map((_, i) => `c${i} IS NULL`).join(" AND ")}`,
         values: params,
+        reset: SESSION_RESET,
       },
+      reset: SESSION_RESET.join("; "),
     },
   );
   // The same binding as one parameter-free statement, sent with BEGIN in a single round trip.

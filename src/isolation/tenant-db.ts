@@ -12,6 +12,8 @@ export type EnterTenant = ((tx: Queryable) => Promise<void>) & {
   prelude?: string;
   /** The same binding as one parameterised statement returning no rows, sent ahead of a statement. */
   binding: Binding;
+  /** Ends every tenant transaction: resets the session state its statements left (`SESSION_RESET`). */
+  reset: string;
 };
 
 const ROLLBACK = Symbol("rollback");
@@ -79,7 +81,7 @@ export class TenantTransaction implements TenantDb {
               resolveTx(tx);
               if (!(await gate)) throw ROLLBACK;
             },
-            prelude ? { begin: prelude } : undefined,
+            prelude ? { begin: prelude, reset: this.#enter.reset } : { reset: this.#enter.reset },
           )
           .catch((error: unknown) => {
             rejectTx(error);
@@ -158,7 +160,7 @@ export class TenantStatements implements TenantDb {
         if (!prelude) await this.#enter(tx);
         return tx.query<R>(text, params ?? []);
       },
-      prelude ? { begin: prelude } : undefined,
+      prelude ? { begin: prelude, reset: this.#enter.reset } : { reset: this.#enter.reset },
     );
   }
 

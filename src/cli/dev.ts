@@ -34,7 +34,13 @@ export function registerDev(program: Command): void {
 
       let t = performance.now();
       step(`opening the embedded database in ${config.database.data_dir} (the first start initialises it)…`);
-      await app.start();
+      try {
+        await app.start();
+      } catch (error) {
+        process.stderr.write(" failed\n"); // the error follows on its own line
+        await app.close();
+        throw error;
+      }
       done(t);
 
       t = performance.now();

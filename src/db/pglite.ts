@@ -1,9 +1,10 @@
 import { readFileSync } from "node:fs";
-import { mkdir, readFile, rename, writeFile } from "node:fs/promises";
+import { link, mkdir, readFile, rename, rm, writeFile } from "node:fs/promises";
 import { createRequire } from "node:module";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { PGlite, type Transaction } from "@electric-sql/pglite";
+import { TenantryError } from "../errors.js";
 import type {
   Database,
   Queryable,
@@ -48,15 +49,67 @@ function wrap(q: PGlite | Transaction): Queryable {
 /** A snapshot of a freshly initialised cluster, per PGlite version (the format may change between versions). */
 const TEMPLATE = join(tmpdir(), `tenantry-pglite-${PGLITE_VERSION}.tar.gz`);
 
+/** Data directories this process has open (a lock naming our own pid is stale unless listed here). */
+const openHere = new Set<string>();
+
+function isRunning(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code !== "ESRCH";
+  }
+}
+
+/**
+ * PGlite has no lock of its own: a second process opening the same directory keeps its own copy of
+ * the cluster and overwrites the first one's files (writes of either vanish). `<dataDir>.lock` names
+ * the process that has it open; it is created whole (written aside, then hard-linked), and a lock
+ * whose process is gone is taken over.
+ */
+async function lockDataDir(dataDir: string): Promise<string> {
+  const path = `${dataDir}.lock`;
+  for (let attempt = 0; attempt < 3; attempt++) {
+    const aside = `${path}.${process.pid}`;
+    await writeFile(aside, `${process.pid}\n`);
+    try {
+      await link(aside, path);
+      openHere.add(path);
+      return path;
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== "EEXIST") throw error;
+    } finally {
+      await rm(aside, { force: true });
+    }
+    const holder = Number.parseInt(await readFile(path, "utf8").catch(() => ""), 10);
+    const held = holder === process.pid ? openHere.has(path) : holder > 0 && isRunning(holder);
+    if (held) {
+      throw new TenantryError(
+        "backend_unavailable",
+        `the embedded database in ${dirname(dataDir)} is in use by process ${holder} (a running tenantry dev or serve?): stop it or use another data directory`,
+      );
+    }
+    await rm(path, { force: true });
+  }
+  throw new TenantryError("backend_unavailable", `cannot lock the embedded database in ${dirname(dataDir)}`);
+}
+
+async function unlock(path: string): Promise<void> {
+  openHere.delete(path);
+  await rm(path, { force: true });
+}
+
 /** Embedded PostgreSQL (WASM). One connection: statements and transactions are serialised. */
 export class PgliteDatabase implements Database {
   readonly kind = "pglite" as const;
   readonly #db: PGlite;
   readonly #q: Queryable;
+  readonly #lock: string | undefined;
 
-  private constructor(db: PGlite) {
+  private constructor(db: PGlite, lock?: string) {
     this.#db = db;
     this.#q = wrap(db);
+    this.#lock = lock;
   }
 
   /**
@@ -67,9 +120,15 @@ export class PgliteDatabase implements Database {
   static async open(dataDir: string | undefined): Promise<PgliteDatabase> {
     if (dataDir) {
       await mkdir(dataDir, { recursive: true });
-      const db = new PGlite(dataDir);
-      await db.waitReady;
-      return new PgliteDatabase(db);
+      const lock = await lockDataDir(dataDir);
+      try {
+        const db = new PGlite(dataDir);
+        await db.waitReady;
+        return new PgliteDatabase(db, lock);
+      } catch (error) {
+        await unlock(lock);
+        throw error;
+      }
     }
     const snapshot = await readFile(TEMPLATE).catch(() => undefined);
     if (snapshot) {
@@ -118,5 +177,6 @@ export class PgliteDatabase implements Database {
 
   async close(): Promise<void> {
     if (!this.#db.closed) await this.#db.close();
+    if (this.#lock && openHere.has(this.#lock)) await unlock(this.#lock);
   }
 }

@@ -51,9 +51,18 @@ export interface PurgeResult {
   readonly failed: { readonly id: string; readonly code: string; readonly message: string }[];
 }
 
-function positiveInt(value: unknown, what: string): void {
-  if (value !== undefined && value !== null && (!Number.isSafeInteger(value) || (value as number) <= 0)) {
-    throw new TenantryError("invalid_argument", `${what} must be a positive integer`);
+/** The largest rate limit the registry's `integer` column holds. */
+export const MAX_RATE_LIMIT = 2_147_483_647;
+/** The longest trial (100 years): further ends are past what a date can hold, or PostgreSQL's `integer`. */
+export const MAX_TRIAL_DAYS = 36_500;
+
+function positiveInt(value: unknown, what: string, max: number): void {
+  if (
+    value !== undefined &&
+    value !== null &&
+    (!Number.isSafeInteger(value) || (value as number) <= 0 || (value as number) > max)
+  ) {
+    throw new TenantryError("invalid_argument", `${what} must be a positive integer, at most ${max}`);
   }
 }
 
@@ -71,7 +80,7 @@ function checkFields(
       throw new TenantryError("invalid_argument", NAME_RULE);
     }
   }
-  positiveInt(t.rateLimit, "rate limit");
+  positiveInt(t.rateLimit, "rate limit", MAX_RATE_LIMIT);
   if (t.allowedTools?.some((n) => typeof n !== "string" || n.length === 0 || n.length > 128 || hasNul(n))) {
     throw new TenantryError("invalid_argument", "allowed tools must be tool names");
   }
@@ -128,7 +137,7 @@ export class TenantService {
     assertTenantId(t.id);
     if (typeof t.name !== "string") throw new TenantryError("invalid_argument", NAME_RULE);
     checkFields(t);
-    positiveInt(t.trialDays, "trial days");
+    positiveInt(t.trialDays, "trial days", MAX_TRIAL_DAYS);
     let record = await this.#store.get(t.id);
     if (record && record.status !== "provisioning") {
       throw new TenantryError("tenant_exists", `tenant ${t.id} already exists (status ${record.status})`);

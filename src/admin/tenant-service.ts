@@ -285,8 +285,11 @@ export class TenantService {
       after = page.at(-1)!.id;
     }
     const result: PurgeResult = { purged: [], failed: [] };
-    for (const record of due) {
+    for (const listed of due) {
       try {
+        // The list may be old by now: a tenant restored since is active again and must be left alone.
+        const record = await this.#store.get(listed.id);
+        if (record?.status !== "deprovisioned" || record.archivePath !== listed.archivePath) continue;
         await this.#audit(actor, "tenant.purge", record.id, {
           archive_path: record.archivePath,
           purge_after: record.purgeAfter?.toISOString() ?? null,
@@ -298,7 +301,7 @@ export class TenantService {
         result.purged.push({ id: record.id, archivePath: record.archivePath, ...erased });
       } catch (error) {
         result.failed.push({
-          id: record.id,
+          id: listed.id,
           code: error instanceof TenantryError ? error.code : "internal",
           message: error instanceof TenantryError ? error.message : "purge failed",
         });

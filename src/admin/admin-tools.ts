@@ -1,7 +1,7 @@
 import type { Logger } from "pino";
 import { z } from "zod";
 import type { TenantScope } from "../tenancy/context.js";
-import { tenantToJson } from "../tenancy/tenant.js";
+import { TENANT_STATUSES, tenantToJson } from "../tenancy/tenant.js";
 import { defineTool, type ToolDefinition } from "../tools/define-tool.js";
 import type { ToolContext } from "../tools/tool-context.js";
 import type { Actor } from "./admin-audit.js";
@@ -55,7 +55,7 @@ export const adminListTenants = defineTool({
   admin: true,
   annotations: { readOnlyHint: true },
   input: z.object({
-    status: z.enum(["provisioning", "active", "suspended", "trial", "deprovisioned"]).optional(),
+    status: z.enum(TENANT_STATUSES).optional(),
     limit: z.number().int().min(1).max(1000).optional(),
     after: z.string().min(1).max(64).optional(),
   }),

@@ -8,7 +8,13 @@ import { readArchive } from "../isolation/tenant-archive.js";
 import { markerKey, TenantData } from "../isolation/tenant-data.js";
 import type { TenantRegistry } from "../tenancy/registry.js";
 import type { RegistryStore } from "../tenancy/registry-store.js";
-import type { NewTenant, TenantRecord, TenantStatus, TenantUpdate } from "../tenancy/tenant.js";
+import {
+  type NewTenant,
+  TENANT_STATUSES,
+  type TenantRecord,
+  type TenantStatus,
+  type TenantUpdate,
+} from "../tenancy/tenant.js";
 import { assertTenantId } from "../tenancy/tenant-id.js";
 import { type Actor, writeAdminEvent } from "./admin-audit.js";
 
@@ -118,7 +124,12 @@ export class TenantService {
     this.#now = deps.now ?? Date.now;
   }
 
-  list(options: { status?: TenantStatus; limit?: number; after?: string } = {}): Promise<TenantRecord[]> {
+  async list(
+    options: { status?: TenantStatus; limit?: number; after?: string } = {},
+  ): Promise<TenantRecord[]> {
+    if (options.status !== undefined && !TENANT_STATUSES.includes(options.status)) {
+      throw new TenantryError("invalid_argument", `status must be one of ${TENANT_STATUSES.join(", ")}`);
+    }
     return this.#store.list(options);
   }
 

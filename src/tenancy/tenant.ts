@@ -1,5 +1,6 @@
 /** Lifecycle states. `provisioning` and `deprovisioned` tenants are never served. */
-export type TenantStatus = "provisioning" | "active" | "suspended" | "trial" | "deprovisioned";
+export const TENANT_STATUSES = ["provisioning", "active", "suspended", "trial", "deprovisioned"] as const;
+export type TenantStatus = (typeof TENANT_STATUSES)[number];
 
 export type FeatureFlagValue = boolean | string | number;
 

@@ -87,6 +87,7 @@ describe("CLI: deprovision, purge, restore and audit through the running server"
       ["tenants", "deprovision", "nobody"],
       ["tenants", "restore", "/etc"],
       ["tenants", "restore", "acme"],
+      ["tenants", "list", "--status", "suspend"],
     ]) {
       const r = await cli(...args, "--data-dir", dir);
       expect(r.code, args.join(" ")).toBe(2);

@@ -56,3 +56,14 @@ export function positiveInt(value: string, flag: string): number {
   }
   return Number(value);
 }
+
+/** Parses a `--port` flag: 1-65535, or `invalid_argument` naming the flag. */
+export function portNumber(value: string, flag = "--port"): number {
+  if (!/^[0-9]{1,5}$/.test(value) || Number(value) < 1 || Number(value) > 65_535) {
+    throw new TenantryError(
+      "invalid_argument",
+      `${flag} must be a port from 1 to 65535, got ${JSON.stringify(value)}`,
+    );
+  }
+  return Number(value);
+}

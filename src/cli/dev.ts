@@ -4,7 +4,7 @@ import { isTenantryError, TenantryError } from "../errors.js";
 import { TenantryApp } from "../server/app.js";
 import { installSignalHandlers } from "../server/signals.js";
 import { demoMigrations, demoTools } from "../tools/demo/index.js";
-import { DEFAULT_DEV_DIR, devConfig, positiveInt } from "./context.js";
+import { DEFAULT_DEV_DIR, devConfig, portNumber } from "./context.js";
 import { mintForConfig } from "./token.js";
 
 const DEMO_TENANTS = [
@@ -23,7 +23,7 @@ export function registerDev(program: Command): void {
     .option("--port <port>", "port to listen on", "8080")
     .option("--data-dir <dir>", "where data is kept", DEFAULT_DEV_DIR)
     .action(async (o: { port: string; dataDir: string }) => {
-      const port = positiveInt(o.port, "--port");
+      const port = portNumber(o.port);
       const config = devConfig({ dataDir: o.dataDir, port });
       // Requests are not logged one by one in dev: the banner and warnings are what a developer reads.
       const app = new TenantryApp(config, {

@@ -3,7 +3,7 @@ import { loadConfig } from "../config/load.js";
 import { TenantryApp } from "../server/app.js";
 import { installSignalHandlers } from "../server/signals.js";
 import { demoMigrations, demoTools } from "../tools/demo/index.js";
-import { DEFAULT_CONFIG } from "./context.js";
+import { DEFAULT_CONFIG, portNumber } from "./context.js";
 
 export function registerServe(program: Command): void {
   program
@@ -13,6 +13,7 @@ export function registerServe(program: Command): void {
     .option("--port <port>", "override [server] port")
     .option("--no-demo-tools", "do not serve the demo tools")
     .action(async (o: { config: string; port?: string; demoTools: boolean }) => {
+      const port = o.port !== undefined ? portNumber(o.port) : undefined;
       const config = await loadConfig(o.config);
       const app = new TenantryApp(config, {});
       if (o.demoTools) {
@@ -20,6 +21,6 @@ export function registerServe(program: Command): void {
         app.migrations(demoMigrations);
       }
       installSignalHandlers(app);
-      await app.listen(o.port !== undefined ? { port: Number(o.port) } : {});
+      await app.listen(port !== undefined ? { port } : {});
     });
 }

@@ -90,6 +90,7 @@ describe("tenantry CLI", () => {
   afterAll(async () => rm(dir, { recursive: true, force: true }));
 
   it("bad input gives one line on stderr and exit code 2", async () => {
+    await writeFile(join(dir, "valid.toml"), "");
     const cases = [
       ["frobnicate"],
       ["init", "--oauth", "saml"],
@@ -97,6 +98,9 @@ describe("tenantry CLI", () => {
       ["tenants", "create", "bad/id", "--name", "x"],
       ["tenants", "create", "ok", "--name", "x", "--rate-limit", "-3"],
       ["serve", "--config", "missing.toml"],
+      ["serve", "--config", "valid.toml", "--port", "http"],
+      ["serve", "--config", "valid.toml", "--port", "70000"],
+      ["dev", "--port", "70000"],
       ["token", "--tenant", "acme", "--ttl", "forever"],
     ];
     for (const args of cases) {

@@ -3,6 +3,7 @@ import type { TenantryConfig } from "../config/resolve.js";
 import { ERROR_CODES, type ErrorCode, TenantryError } from "../errors.js";
 import { TenantryApp } from "../server/app.js";
 import { readControlFile } from "../server/control-file.js";
+import { demoMigrations } from "../tools/demo/index.js";
 
 /**
  * How CLI commands reach the registry. With the embedded database, only one process may open it:
@@ -58,6 +59,9 @@ export async function withAdminAccess<T>(
   const app = new TenantryApp(config, { logger: false, controlFile: false });
   try {
     await app.start();
+    // Tenants provisioned here (schema_per_tenant) get the tables `tenantry serve` serves and
+    // `tenantry migrate` puts in every tenant schema. Added after start: no shared table is created.
+    app.migrations(demoMigrations);
     return await fn({ mode: "direct", app, actor: { id: "cli" } });
   } finally {
     await app.close();

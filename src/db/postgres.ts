@@ -123,9 +123,13 @@ export class PostgresDatabase implements Database {
       const value = await fn(tx);
       flush();
       await began; // a transaction that ran no statement still reports a failed BEGIN
-      // Sent with COMMIT. If it fails, the transaction is aborted and COMMIT reports it (below).
-      if (options.reset) client.query(options.reset).catch(() => {});
-      const end = await client.query("COMMIT");
+      // The reset leaves in the same query as COMMIT (one message, one result set to read). In a
+      // transaction where a statement failed, the reset fails with 25P02 and COMMIT is skipped;
+      // the ROLLBACK below ends the transaction.
+      const ended = (await client.query(options.reset ? `${options.reset}; COMMIT` : "COMMIT")) as
+        | pg.QueryResult
+        | pg.QueryResult[];
+      const end = Array.isArray(ended) ? ended[ended.length - 1]! : ended;
       // COMMIT of a transaction in which a statement failed rolls back and reports no error; PGlite
       // throws 25P02 there, and so do we: the caller must not believe its writes were kept.
       if (end.command === "ROLLBACK") {

@@ -1,4 +1,5 @@
 import type { IncomingMessage, ServerResponse } from "node:http";
+import type { Logger } from "pino";
 import type { Actor } from "../admin/admin-audit.js";
 import type { ImpersonationService } from "../admin/impersonation.js";
 import type { TenantService } from "../admin/tenant-service.js";
@@ -27,6 +28,8 @@ export interface AdminRoutesDeps {
   controlSecret: string | undefined;
   /** Extra routes, after the built-in ones. */
   extra?: AdminRoute[];
+  /** Where failures answered with 500 are logged (with the request id the caller was given). */
+  log?: Logger;
 }
 
 export interface AdminRequest {
@@ -214,7 +217,10 @@ export class AdminRoutes {
       const out = await matching.handle({ actor, params: { id: m[1] ?? "" }, query: url.searchParams, body });
       sendJson(res, out.status ?? 200, out.body);
     } catch (error) {
-      sendHttpError(res, toHttpError(error, this.#d.mapper));
+      const mapped = toHttpError(error, this.#d.mapper);
+      if (mapped.status === 500)
+        this.#d.log?.error({ err: error, request_id: requestId }, "admin request failed");
+      sendHttpError(res, mapped);
     }
   }
 

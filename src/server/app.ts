@@ -231,6 +231,7 @@ export class TenantryApp {
       mapper,
       ids: this.ids,
       controlSecret: this.#controlSecret,
+      log: this.log,
       extra: [
         {
           // `tenantry doctor` next to a running server on the embedded database (one process owns it).

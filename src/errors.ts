@@ -9,7 +9,7 @@ export const ERROR_CODES = {
     "The bearer token is missing, malformed, expired, badly signed or not issued for this server.",
   // identification and admission (403)
   missing_tenant: "The token is valid but carries no tenant claim.",
-  invalid_tenant_id: "A tenant id is not 1-64 characters of [A-Za-z0-9._:-].",
+  invalid_tenant_id: "A tenant id is not 1-64 characters of [A-Za-z0-9._:-] (other than . and ..).",
   unknown_tenant: "The tenant is not in the registry.",
   tenant_suspended: "The tenant is suspended.",
   trial_expired: "The tenant's trial has expired.",

@@ -14,12 +14,12 @@ import { storagePrefixForTenantId } from "../support/tenant-names.js";
 
 /*
  * Model-based: random put/get/delete/list by random tenants, checked after every step against a
- * Map per tenant. Ids include look-alikes (`1`/`10`, `.`/`..`, case, punctuation) and hostile ids
+ * Map per tenant. Ids include look-alikes (`1`/`10`, `...`/`.a`, case, punctuation) and hostile ids
  * that admission must refuse; keys and prefixes include traversal attempts. Values carry the
  * writer's id, so reading another tenant's object can never match the model by accident.
  */
-const VALID_IDS = ["a", "A", "a.b", "a:b", "a-b", "a_b", ".", "..", "1", "10", "org_AbC", "org_abc"];
-const HOSTILE_IDS = ["a/b", "../a", "", "a b", "x".repeat(65), "a\u0000", "a\\b"];
+const VALID_IDS = ["a", "A", "a.b", "a:b", "a-b", "a_b", "...", ".a", "1", "10", "org_AbC", "org_abc"];
+const HOSTILE_IDS = ["a/b", "../a", "", ".", "..", "a b", "x".repeat(65), "a\u0000", "a\\b"];
 const VALID_KEYS = ["k", "k/x", "k/x/y", "K", "1", "10", "0/x", "é", "a b", "..k", "b/secret"];
 // s3rver lists `k/x` before `k` (real S3 sorts `k` first), so pages by StartAfter would skip `k`:
 // against s3rver, no key is also the "directory" of another.

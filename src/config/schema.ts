@@ -33,6 +33,8 @@ export const serverSchema = z.strictObject({
   allowed_origins: z.array(z.string().min(1)).default([]),
   /** Most stateful sessions kept at once (oldest evicted). */
   max_sessions: positiveInt.default(10_000),
+  /** Most of them one tenant may hold (past it, its own oldest is evicted). Default: half of max_sessions. */
+  max_sessions_per_tenant: positiveInt.optional(),
   session_idle_timeout_s: positiveInt.default(1800),
   /**
    * The longest a tool call may run. Past it the call fails with `tool_timeout`: its signal is

@@ -211,7 +211,12 @@ export class TenantryApp {
       defaultRateLimit: c.auth.multi_tenant.default_rate_limit,
       sessions:
         c.server.sessions === "stateful"
-          ? new SessionStore(c.server.max_sessions, c.server.session_idle_timeout_s * 1000)
+          ? new SessionStore(
+              c.server.max_sessions,
+              c.server.session_idle_timeout_s * 1000,
+              Date.now,
+              c.server.max_sessions_per_tenant ?? Math.ceil(c.server.max_sessions / 2),
+            )
           : undefined,
       maxBodyBytes: c.server.max_body_bytes,
       allowedOrigins: new Set([new URL(c.baseUrl).origin, ...c.server.allowed_origins]),

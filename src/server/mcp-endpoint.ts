@@ -4,6 +4,7 @@ import type { Logger } from "pino";
 import type { AuditEvent, AuditSink } from "../audit/audit-event.js";
 import { TenantryError } from "../errors.js";
 import type { InFlightLimiter, Release } from "../limits/concurrency.js";
+import { emissionIntervalUs } from "../limits/gcra.js";
 import { appendRateLimitHeaders } from "../limits/headers.js";
 import { type RateLimitDecision, type RateLimiter, rateLimitError } from "../limits/rate-limiter.js";
 import type { TenantScope } from "../tenancy/context.js";
@@ -392,12 +393,13 @@ export class McpEndpoint {
     const tenantId = admitted.scope.tenant.tenantId;
     const limit = admitted.record?.config.rateLimit ?? d.defaultRateLimit;
     const deciding = d.limiter.decide(tenantId, limit, cost);
-    if (!(deciding instanceof Promise)) return this.#decided(tenantId, deciding, headers, cost, batch);
-    return deciding.then((decision) => this.#decided(tenantId, decision, headers, cost, batch));
+    if (!(deciding instanceof Promise)) return this.#decided(tenantId, limit, deciding, headers, cost, batch);
+    return deciding.then((decision) => this.#decided(tenantId, limit, decision, headers, cost, batch));
   }
 
   #decided(
     tenantId: string,
+    limit: number,
     decision: RateLimitDecision,
     headers: HeaderList,
     cost: number,
@@ -407,8 +409,14 @@ export class McpEndpoint {
     if (!decision.allowed) {
       // A batch of more calls than the tenant's whole capacity can never pass: say so.
       const never = batch > decision.limit && decision.reason === "rate_limited";
+      // A batch refused here already spent its HTTP request's token, and its retry spends one again
+      // before these `cost` are decided: it fits one emission interval after they alone would.
+      const refused =
+        batch > cost && !never && decision.reason === "rate_limited"
+          ? { ...decision, retryAfterMs: decision.retryAfterMs + emissionIntervalUs(limit) / 1000 }
+          : decision;
       throw rateLimitError(
-        decision,
+        refused,
         never
           ? `A batch of ${batch} calls is more than this tenant may make at once (${decision.limit}); send smaller batches.`
           : undefined,

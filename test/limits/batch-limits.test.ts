@@ -1,4 +1,4 @@
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { z } from "zod";
 import { type Harness, startHarness } from "../../src/testing/index.js";
 import { defineTool } from "../../src/tools/define-tool.js";
@@ -203,5 +203,45 @@ describe.skipIf(!redisUp)("JSON-RPC batches on the Redis backend: one decision f
 
   it("a refused batch spends none of its calls' tokens: what the tenant had left still runs", async () => {
     await refusedBatchSpendsNothing(h, h.tenant("hooli").token);
+  });
+});
+
+describe("JSON-RPC batches: a client that retries a refused batch after Retry-After gets through", () => {
+  let h: Harness;
+  beforeAll(async () => {
+    h = await startHarness({
+      tenants: [{ id: "wayne", rateLimit: LIMIT }],
+      tools: [countTool],
+      config: { rate_limit: { burst: 0, max_in_flight_per_tenant: 0 } },
+    });
+  });
+  afterAll(async () => h?.close());
+
+  it("Retry-After counts the token the retry's HTTP request spends again, so waiting as told is enough", async () => {
+    // The in-memory limiter reads performance.now(): freeze it (past a full refill, whatever the
+    // harness spent) and move it only as the client waits.
+    let now = performance.now() + 120_000;
+    const clock = vi.spyOn(performance, "now").mockImplementation(() => now);
+    try {
+      const token = h.tenant("wayne").token;
+      // Spend all six tokens (one every 10 s): the tenant is 60 s in debt.
+      for (let i = 0; i < LIMIT; i++) expect((await postBatch(h, token, [call(1)], "")).status).toBe(200);
+      const batch = [call(1), call(2), call(3)];
+      const statuses: number[] = [];
+      const waits: number[] = [];
+      for (let attempt = 0; attempt < 6; attempt++) {
+        const r = await postBatch(h, token, batch, "");
+        statuses.push(r.status);
+        if (r.status !== 429) break;
+        waits.push(Number(r.headers.get("retry-after")));
+        now += waits.at(-1)! * 1000;
+      }
+      // The first refusal comes before the body is read: one token, 10 s. The second knows the
+      // batch: its two other calls and the token its retry spends again need 30 s, and then it fits.
+      // (Had it said 20 s, the retry would spend a token, be refused again, and so on forever.)
+      expect({ statuses, waits }).toEqual({ statuses: [429, 429, 200], waits: [10, 30] });
+    } finally {
+      clock.mockRestore();
+    }
   });
 });

@@ -131,23 +131,30 @@ export function createAuditSink(
  */
 export function fanOut(writers: readonly WriteBatch[]): WriteBatch {
   if (writers.length === 1) return writers[0] as WriteBatch;
-  /** The batch a writer failed on, and how many of its first events each writer has written. */
-  let failed: { batch: readonly AuditEvent[]; written: number[] } | undefined;
+  /**
+   * Batches a writer failed on, by their first event, with how many of their first events each
+   * writer has written. Not one slot for the last failure: an admin event written at once
+   * (`write`) between a failed batch and its retry would clear it, and the retry start over.
+   */
+  const failed = new WeakMap<AuditEvent, { batch: readonly AuditEvent[]; written: number[] }>();
   return async (events) => {
+    const head = events[0];
+    if (head === undefined) return;
     // A retry starts with the events of the failed batch, in order (it may carry more).
+    const previous = failed.get(head);
+    failed.delete(head);
     const resumes =
-      failed !== undefined &&
-      failed.batch.length <= events.length &&
-      failed.batch.every((e, i) => events[i] === e);
-    const written = resumes && failed ? failed.written : writers.map(() => 0);
-    failed = undefined;
+      previous !== undefined &&
+      previous.batch.length <= events.length &&
+      previous.batch.every((e, i) => events[i] === e);
+    const written = resumes ? previous.written : writers.map(() => 0);
     for (let i = 0; i < writers.length; i++) {
       const from = written[i] as number;
       if (from >= events.length) continue;
       try {
         await (writers[i] as WriteBatch)(from === 0 ? events : events.slice(from));
       } catch (error) {
-        failed = { batch: events, written };
+        failed.set(head, { batch: events, written });
         throw error;
       }
       written[i] = events.length;

@@ -72,3 +72,42 @@ describe('sink = "both": a batch retried after one writer failed', () => {
     expect(file.rows).toEqual(["r7", "r7", "r7"]);
   });
 });
+
+describe('sink = "both": an admin event written while a failed batch waits for its retry', () => {
+  it("does not make the retry start over: the writer that had the batch does not get it twice", async () => {
+    let fileDown = true;
+    const database = writer();
+    const file = writer(() => fileDown);
+    const sink = new BatchingAuditSink(fanOut([database.write, file.write]), {
+      queueSize: 100,
+      batchSize: 10,
+      flushIntervalMs: 60_000,
+    });
+    for (let i = 0; i < 3; i++) sink.enqueue(event(i));
+    await expect(sink.flush()).rejects.toThrow("down");
+    fileDown = false;
+    // An admin action is written at once (not queued) before the batch's retry.
+    await sink.write(event(9));
+    await sink.flush();
+    expect(database.rows).toEqual(["r0", "r1", "r2", "r9"]);
+    expect(file.rows).toEqual(["r9", "r0", "r1", "r2"]);
+  });
+
+  it("nor does one that fails too", async () => {
+    let fileDown = true;
+    const database = writer();
+    const file = writer(() => fileDown);
+    const sink = new BatchingAuditSink(fanOut([database.write, file.write]), {
+      queueSize: 100,
+      batchSize: 10,
+      flushIntervalMs: 60_000,
+    });
+    for (let i = 0; i < 3; i++) sink.enqueue(event(i));
+    await expect(sink.flush()).rejects.toThrow("down");
+    await expect(sink.write(event(9))).rejects.toThrow("down");
+    fileDown = false;
+    await sink.flush();
+    expect(database.rows).toEqual(["r0", "r1", "r2", "r9"]);
+    expect(file.rows).toEqual(["r0", "r1", "r2"]);
+  });
+});

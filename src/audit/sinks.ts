@@ -1,4 +1,4 @@
-import { appendFile, mkdir } from "node:fs/promises";
+import { appendFile, type FileHandle, mkdir, open } from "node:fs/promises";
 import { dirname } from "node:path";
 import type { Database } from "../db/database.js";
 import type { AuditEvent } from "./audit-event.js";
@@ -100,16 +100,50 @@ export function databaseWriter(db: Database) {
   };
 }
 
-/** Appends a batch to a JSON lines file. */
+/**
+ * Appends a batch to a JSON lines file, making its directory when it is missing (at the first
+ * write, or because it was removed meanwhile). A crash or a failed append can leave a torn last
+ * line; the first batch after either starts on a new line, so that no event is glued to the torn
+ * one and lost to readers.
+ */
 export function jsonlWriter(path: string) {
-  let ready: Promise<unknown> | undefined;
+  let mayBeTorn = true;
   return async (events: readonly AuditEvent[]): Promise<void> => {
-    ready ??= mkdir(dirname(path), { recursive: true });
-    await ready;
-    await appendFile(path, `${events.map((e) => JSON.stringify(auditEventToJson(e))).join("\n")}\n`, {
-      mode: 0o600,
-    });
+    let text = `${events.map((e) => JSON.stringify(auditEventToJson(e))).join("\n")}\n`;
+    try {
+      if (mayBeTorn && !(await endsLine(path))) text = `\n${text}`;
+      try {
+        await appendFile(path, text, { mode: 0o600 });
+      } catch (error) {
+        if ((error as NodeJS.ErrnoException).code !== "ENOENT") throw error;
+        await mkdir(dirname(path), { recursive: true });
+        await appendFile(path, text, { mode: 0o600 });
+      }
+    } catch (error) {
+      mayBeTorn = true;
+      throw error;
+    }
+    mayBeTorn = false;
   };
+}
+
+/** Whether the file at `path` is empty or ends with a newline (true when it cannot be read). */
+async function endsLine(path: string): Promise<boolean> {
+  let file: FileHandle;
+  try {
+    file = await open(path, "r");
+  } catch {
+    return true; // missing, or unreadable: the append itself reports what is wrong
+  }
+  try {
+    const { size } = await file.stat();
+    if (size === 0) return true;
+    const last = Buffer.alloc(1);
+    await file.read(last, 0, 1, size - 1);
+    return last[0] === 0x0a;
+  } finally {
+    await file.close();
+  }
 }
 
 /** Builds the sink `[audit] sink` names. */

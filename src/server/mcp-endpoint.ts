@@ -308,8 +308,13 @@ export class McpEndpoint {
     try {
       // The other calls' tokens in one decision, all or none (one store round trip); its
       // RateLimit headers replace the request's own.
-      const at = headers.indexOf("RateLimit-Policy");
-      if (at >= 0) headers.splice(at, 4);
+      // Names are at even indexes: a value (the client's request id) may spell a name too.
+      for (let i = 0; i < headers.length; i += 2) {
+        if (headers[i] === "RateLimit-Policy") {
+          headers.splice(i, 4);
+          break;
+        }
+      }
       const limiting = this.#limit(admitted, headers, requests - 1, requests);
       if (limiting !== undefined) await limiting;
       const responses: JsonRpcResponse[] = [];

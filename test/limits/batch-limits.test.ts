@@ -169,6 +169,15 @@ describe("JSON-RPC batches: one token and one audit event per request message", 
     await refusedBatchSpendsNothing(h, h.tenant("hooli").token);
   });
 
+  it("a batch's RateLimit headers replace the request's own, whatever request id the client chose", async () => {
+    // A request id may be any [A-Za-z0-9._:-]{1,128}, the name of a header field included.
+    const r = await postBatch(h, h.tenant("globex").token, [call(1), call(2)], "RateLimit-Policy");
+    expect(r.status).toBe(200);
+    expect(r.headers.get("x-request-id")).toBe("RateLimit-Policy");
+    expect(r.headers.get("ratelimit-policy")).toBe('"default";q=10000;w=60');
+    expect(r.headers.get("ratelimit")).toMatch(/^"default";r=\d+;t=\d+$/);
+  });
+
   it("a batch of more than 100 messages is refused before any work: 400", async () => {
     const before = runs;
     const r = await postBatch(

@@ -81,6 +81,9 @@ export class TenantryApp {
   #started = false;
   #server: Server | undefined;
   #closers: (() => Promise<void>)[] = [];
+  /** Requests being handled, and what `close` runs once there are none. */
+  #active = 0;
+  #idle: (() => void) | undefined;
   #controlSecret: string | undefined;
   dbs!: Databases;
   registry!: TenantRegistry;
@@ -253,11 +256,17 @@ export class TenantryApp {
 
   /** The request handler, for mounting in an existing node:http server. */
   readonly handler = (req: IncomingMessage, res: ServerResponse): void => {
-    void this.#route(req, res).catch((error: unknown) => {
+    this.#active++;
+    void this.#route(req, res).then(this.#handled, (error: unknown) => {
       this.log.error({ err: error }, "unhandled request error");
       if (!res.headersSent) sendJson(res, 500, { error: "internal", message: "internal error" });
       else res.destroy();
+      this.#handled();
     });
+  };
+
+  readonly #handled = (): void => {
+    if (--this.#active === 0) this.#idle?.();
   };
 
   async #route(req: IncomingMessage, res: ServerResponse): Promise<void> {
@@ -366,6 +375,14 @@ export class TenantryApp {
         });
         server.closeIdleConnections();
       });
+    }
+    // A request whose client went away holds no connection open, yet it may still be running (a
+    // tool, then its audit event): wait for it too before closing what it uses.
+    if (this.#active > 0) {
+      await new Promise<void>((resolve) => {
+        this.#idle = resolve;
+      });
+      this.#idle = undefined;
     }
     const closers = this.#closers.reverse();
     this.#closers = [];

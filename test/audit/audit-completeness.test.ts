@@ -1,7 +1,9 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { z } from "zod";
 import type { AuditEvent } from "../../src/audit/audit-event.js";
 import { jsonlAuditReader } from "../../src/audit/audit-query.js";
 import { type Harness, startHarness } from "../../src/testing/index.js";
+import { defineTool } from "../../src/tools/define-tool.js";
 import { whoami } from "../../src/tools/demo/whoami.js";
 import { counterTool, mcp } from "../admin/helpers.js";
 
@@ -204,6 +206,67 @@ describe("shutdown mid-load", () => {
         expect(e.tenantId).toBe(h.tenants[i % TENANTS]!.id);
       }
     } finally {
+      await h.close();
+    }
+  });
+});
+
+describe("shutdown while a request whose client went away is still running", () => {
+  it("close() waits for it: its tool finishes and its event is written", async () => {
+    let started!: () => void;
+    const running = new Promise<void>((resolve) => {
+      started = resolve;
+    });
+    let finish!: () => void;
+    const gate = new Promise<void>((resolve) => {
+      finish = resolve;
+    });
+    const held = defineTool({
+      name: "held",
+      description: "runs until the test lets it finish",
+      input: z.object({}),
+      run: async () => {
+        started();
+        await gate;
+        return { done: true };
+      },
+    });
+    const h = await startHarness({
+      tenants: 1,
+      tools: [held],
+      config: { audit: { sink: "jsonl", flush_interval_ms: 50 } },
+    });
+    try {
+      const client = new AbortController();
+      const request = fetch(h.mcpUrl, {
+        method: "POST",
+        signal: client.signal,
+        headers: {
+          Authorization: `Bearer ${h.tenants[0]!.token}`,
+          "Content-Type": "application/json",
+          Accept: "application/json, text/event-stream",
+          "X-Request-Id": "gone-1",
+        },
+        body: JSON.stringify({ jsonrpc: "2.0", id: 1, method: "tools/call", params: { name: "held" } }),
+      });
+      await running;
+      client.abort();
+      await request.catch(() => {});
+      // The client's connection is gone; the shutdown begins while the tool still runs.
+      let closed = false;
+      const closing = h.app.close().then(() => {
+        closed = true;
+      });
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      expect(closed).toBe(false);
+      finish();
+      await closing;
+      const logged = (await jsonlAuditReader(h.app.config.audit.path).query({ limit: 10_000 })).filter(
+        (e) => e.requestId === "gone-1",
+      );
+      expect(logged.map((e) => [e.action, e.tool, e.outcome])).toEqual([["tools/call", "held", "ok"]]);
+    } finally {
+      finish();
       await h.close();
     }
   });

@@ -16,11 +16,12 @@ export class ToolRegistry {
 
   add(definition: ToolDefinition): void {
     if (this.#tools.has(definition.name)) throw new Error(`tool ${definition.name} is already registered`);
+    // `$schema` stays: MCP reads a schema without one as JSON Schema 2020-12, and a draft-07 tuple
+    // (`items: [...]`) means something else there (it is not even valid). The SDK's McpServer keeps it too.
     const inputSchema = z.toJSONSchema(definition.input, { target: "draft-7", io: "input" }) as Record<
       string,
       unknown
     >;
-    delete inputSchema.$schema;
     if (inputSchema.type !== "object") {
       throw new TypeError(`tool ${definition.name}: input must be a z.object(...) schema`);
     }

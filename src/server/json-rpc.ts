@@ -75,6 +75,8 @@ export function classify(value: unknown): Incoming {
   if (m.jsonrpc !== "2.0") return { kind: "invalid", id: id ?? null, reason: 'jsonrpc must be "2.0"' };
   if (typeof m.method !== "string") {
     if (id !== undefined && ("result" in m || "error" in m)) return { kind: "response" };
+    // An error response need not name a request (MCP leaves its id out, JSON-RPC sets it to null).
+    if ((m.id === undefined || m.id === null) && "error" in m) return { kind: "response" };
     return { kind: "invalid", id: id ?? null, reason: "method must be a string" };
   }
   if (

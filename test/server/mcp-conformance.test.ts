@@ -18,6 +18,19 @@ const tools = [
   }),
 ];
 
+async function post(h: Harness, message: unknown): Promise<{ status: number; text: string }> {
+  const response = await fetch(h.mcpUrl, {
+    method: "POST",
+    headers: {
+      "content-type": "application/json",
+      accept: "application/json, text/event-stream",
+      authorization: `Bearer ${h.tenants[0]!.token}`,
+    },
+    body: JSON.stringify(message),
+  });
+  return { status: response.status, text: await response.text() };
+}
+
 describe("MCP conformance", () => {
   let h: Harness;
 
@@ -37,5 +50,24 @@ describe("MCP conformance", () => {
     expect(validate({ pair: ["a", 1] }).valid).toBe(true);
     expect(validate({ pair: [1, "a"] }).valid).toBe(false);
     expect(validate({ pair: ["a", 1, 2] }).valid).toBe(false);
+  });
+
+  it("a client's error response is accepted with 202 and no body, also without an id (MCP) or with id null (JSON-RPC)", async () => {
+    const error = { code: -32700, message: "Parse error" };
+    for (const message of [
+      { jsonrpc: "2.0", id: 7, error },
+      { jsonrpc: "2.0", error },
+      { jsonrpc: "2.0", id: null, error },
+      [
+        { jsonrpc: "2.0", error },
+        { jsonrpc: "2.0", method: "notifications/initialized" },
+      ],
+    ]) {
+      expect(await post(h, message), JSON.stringify(message)).toEqual({ status: 202, text: "" });
+    }
+    // A result needs the id of the request it answers; without one it is no message at all.
+    const invalid = await post(h, { jsonrpc: "2.0", result: {} });
+    expect(invalid.status).toBe(200);
+    expect(JSON.parse(invalid.text)).toMatchObject({ id: null, error: { code: -32600 } });
   });
 });

@@ -33,7 +33,7 @@ export interface HarnessTenant {
   readonly id: string;
   /** A valid Auth0-shaped token for a user of this tenant. */
   readonly token: string;
-  /** An MCP client connected as that user. */
+  /** An MCP client connected as that user (a tenant started `suspended` has none: reading it throws). */
   readonly client: Client;
 }
 
@@ -63,6 +63,20 @@ async function freePort(): Promise<number> {
   const port = (server.address() as { port: number }).port;
   await new Promise<void>((resolve) => server.close(() => resolve()));
   return port;
+}
+
+/**
+ * A suspended tenant: the server refuses it, so it has no client, and reading `client` says so
+ * (not enumerable, so printing or comparing the tenant does not throw).
+ */
+function suspendedTenant(id: string, token: string): HarnessTenant {
+  return Object.defineProperty({ id, token }, "client", {
+    get(): never {
+      throw new Error(
+        `harness tenant ${id} is suspended: it has no client (resume it, then h.connect(token))`,
+      );
+    },
+  }) as HarnessTenant;
 }
 
 /**
@@ -146,11 +160,11 @@ export async function startHarness(options: HarnessOptions = {}): Promise<Harnes
       await app.tenants.create({ id: "harness" }, { name: spec.name ?? spec.id, ...t });
       if (status === "suspended") await app.tenants.suspend({ id: "harness" }, spec.id);
       const tok = await token(spec.id);
-      tenants.push({
-        id: spec.id,
-        token: tok,
-        client: status === "suspended" ? (undefined as never) : await connect(tok),
-      });
+      tenants.push(
+        status === "suspended"
+          ? suspendedTenant(spec.id, tok)
+          : { id: spec.id, token: tok, client: await connect(tok) },
+      );
     }
     return {
       app,

@@ -126,12 +126,15 @@ export async function startHarness(options: HarnessOptions = {}): Promise<Harnes
   for (const tool of options.tools ?? []) app.tool(tool);
   if (options.migrations) app.migrations(options.migrations);
   const clients: Client[] = [];
-  const close = async () => {
-    for (const c of clients) await c.close().catch(() => {});
-    await app.close();
-    await issuer.close();
-    await rm(dir, { recursive: true, force: true });
-  };
+  let closing: Promise<void> | undefined;
+  // Once, however often it is called (a test that closes its harness, then afterAll).
+  const close = () =>
+    (closing ??= (async () => {
+      for (const c of clients) await c.close().catch(() => {});
+      await app.close();
+      await issuer.close();
+      await rm(dir, { recursive: true, force: true });
+    })());
   try {
     await app.listen({ port, host: "127.0.0.1" });
     const specs: HarnessTenantSpec[] =

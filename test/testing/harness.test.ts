@@ -33,4 +33,10 @@ describe("startHarness", () => {
     const result = await h.tenant("acme").client.callTool({ name: "whoami", arguments: {} });
     expect(result.structuredContent).toMatchObject({ tenantId: "acme" });
   });
+
+  it("close() may be called more than once (a test that closes its harness, then afterAll)", async () => {
+    const other = await startHarness({ tenants: 0 });
+    await other.close();
+    await expect(other.close()).resolves.toBeUndefined();
+  });
 });

@@ -53,7 +53,8 @@ export const multiTenantSchema = z.strictObject({
   tenant_claim: z.string().min(1).optional(),
   tenant_name_claim: z.string().min(1).optional(),
   isolation: z.enum(ISOLATIONS).default("row_level_security"),
-  default_rate_limit: positiveInt.default(100),
+  /** Requests per minute; at most what the registry's per-tenant column holds (2³¹ − 1). */
+  default_rate_limit: positiveInt.max(2_147_483_647).default(100),
   admin_scope: z.string().min(1).default("admin:global"),
   /** How long a registry entry is trusted in process before it is read again. */
   registry_cache_ttl_ms: positiveInt.max(60_000).default(1000),
@@ -116,7 +117,11 @@ export const rateLimitSchema = z.strictObject({
   redis_url: z.string().min(1).default("redis://127.0.0.1:6379"),
   on_backend_error: z.enum(["deny", "local"]).default("deny"),
   /** Extra requests allowed at once on top of the steady rate (as a fraction of the per-minute limit when < 1). */
-  burst: z.number().min(0).default(0),
+  /**
+   * At most 10,000,000: the limiter keeps `(limit + burst) × interval` exact, which bounds it (for
+   * a tenant at 1/min, near 1.9e7); a larger burst would make every check of such a tenant fail.
+   */
+  burst: z.number().min(0).max(10_000_000).default(0),
   key_prefix: z.string().min(1).default("tenantry:rl"),
   /** Most requests one tenant may have in flight on one replica (noisy-neighbour guard); 0 = no cap. */
   max_in_flight_per_tenant: z.number().int().min(0).default(64),

@@ -77,6 +77,17 @@ describe("loadConfig errors", () => {
     expect(message).toContain("server.port");
   });
 
+  it("refuses rate-limit settings the limiter could not honour, at load rather than on every request", async () => {
+    const burst = await failure("[rate_limit]\nburst = 20000000\n");
+    expect(burst.message).toContain("rate_limit.burst");
+    const limit = await failure("[auth.multi_tenant]\ndefault_rate_limit = 3000000000\n");
+    expect(limit.message).toContain("auth.multi_tenant.default_rate_limit");
+    // The largest accepted values are ones the limiter decides with.
+    const { burstFor, assertGcraParams } = await import("../../src/limits/gcra.js");
+    expect(() => assertGcraParams(1, burstFor(1, 10_000_000))).not.toThrow();
+    expect(() => assertGcraParams(2_147_483_647, burstFor(2_147_483_647, 10_000_000))).not.toThrow();
+  });
+
   it("names an invalid enum value", async () => {
     const { message } = await failure('[auth]\nprovider = "keycloak"\n');
     expect(message).toContain("auth.provider");

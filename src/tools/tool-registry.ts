@@ -18,10 +18,19 @@ export class ToolRegistry {
     if (this.#tools.has(definition.name)) throw new Error(`tool ${definition.name} is already registered`);
     // `$schema` stays: MCP reads a schema without one as JSON Schema 2020-12, and a draft-07 tuple
     // (`items: [...]`) means something else there (it is not even valid). The SDK's McpServer keeps it too.
-    const inputSchema = z.toJSONSchema(definition.input, { target: "draft-7", io: "input" }) as Record<
-      string,
-      unknown
-    >;
+    let inputSchema: Record<string, unknown>;
+    try {
+      inputSchema = z.toJSONSchema(definition.input, { target: "draft-7", io: "input" }) as Record<
+        string,
+        unknown
+      >;
+    } catch (error) {
+      // zod's own message names neither the tool nor what to do (z.date(), z.bigint(), z.custom()…).
+      throw new TypeError(
+        `tool ${definition.name}: its input schema has no JSON Schema form, which tools/list must publish (${error instanceof Error ? error.message : String(error)}); use JSON types, e.g. an ISO string instead of z.date()`,
+        { cause: error },
+      );
+    }
     if (inputSchema.type !== "object") {
       throw new TypeError(`tool ${definition.name}: input must be a z.object(...) schema`);
     }

@@ -268,7 +268,7 @@ class ToolCall {
       this.ctx = new TenantToolContext(scope.tenant, state, resources!, this);
     } else {
       this.ctx = {
-        log: state.log,
+        log: state.log.child({ request_id: state.requestId }),
         requestId: state.requestId,
         signal: this.signal,
         ...options.adminContext?.(scope, state),
@@ -321,7 +321,12 @@ class ToolCall {
       return rpcResult(id, toolError(`${error.code}: ${error.message}`));
     }
     notes.errorCode = "tool_failed";
-    this.#state.log.error({ err: error, tool: name }, "tool failed");
+    const { scope, requestId } = this.#state;
+    const tenantId = scope.kind === "tenant" ? scope.tenant.tenantId : undefined;
+    this.#state.log.error(
+      { err: error, tool: name, tenant_id: tenantId, request_id: requestId },
+      "tool failed",
+    );
     return rpcResult(id, toolError(`Tool ${name} failed`));
   }
 }
@@ -330,18 +335,25 @@ class ToolCall {
 class TenantToolContext implements ToolContext {
   readonly tenant: TenantContext;
   readonly tenantRecord: TenantRecord;
-  readonly log: Logger;
   readonly requestId: string;
+  readonly #parentLog: Logger;
+  #log: Logger | undefined;
   readonly #resources: CallResources;
   readonly #call: ToolCall;
 
   constructor(tenant: TenantContext, state: DispatchState, resources: CallResources, call: ToolCall) {
     this.tenant = tenant;
     this.tenantRecord = state.record!;
-    this.log = state.log;
+    this.#parentLog = state.log;
     this.requestId = state.requestId;
     this.#resources = resources;
     this.#call = call;
+  }
+
+  /** A child logger bound to the call's tenant and request, made on first read (most tools never log). */
+  get log(): Logger {
+    this.#log ??= this.#parentLog.child({ tenant_id: this.tenant.tenantId, request_id: this.requestId });
+    return this.#log;
   }
 
   get db(): ToolContext["db"] {

@@ -1,4 +1,5 @@
 import { LATEST_PROTOCOL_VERSION, SUPPORTED_PROTOCOL_VERSIONS } from "@modelcontextprotocol/sdk/types.js";
+import type { Span } from "@opentelemetry/api";
 import type { Logger } from "pino";
 import { TenantryError } from "../errors.js";
 import type { TenantContext, TenantScope } from "../tenancy/context.js";
@@ -52,8 +53,8 @@ export interface DispatchState {
   readonly requestId: string;
   readonly log: Logger;
   readonly notes: DispatchNotes;
-  /** Whether the request span records (an OpenTelemetry SDK is registered and sampled it). */
-  readonly traced?: boolean;
+  /** The request's span, when it records (an OpenTelemetry SDK is registered and sampled it). */
+  readonly span?: Span;
   /**
    * The time budget the request's tool calls share: `until` (a `performance.now()` time) is set
    * by the first call, `toolTimeoutMs` after it started. The messages of a batch share one holder,
@@ -221,9 +222,9 @@ export class McpDispatcher {
         new TenantryError("tool_timeout", `Tool ${name} did not start: the request's time ran out`),
       );
     }
-    if (state.traced) {
+    if (state.span) {
       const tenantId = scope.kind === "tenant" ? scope.tenant.tenantId : undefined;
-      return inToolSpan(name, tenantId, async () =>
+      return inToolSpan(name, tenantId, state.span, async () =>
         withDeadline(Promise.resolve(run()), timeoutMs, name),
       ).then(
         (output) => call.succeeded(id, output),

@@ -1,5 +1,6 @@
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { SUPPORTED_PROTOCOL_VERSIONS } from "@modelcontextprotocol/sdk/types.js";
+import type { Span } from "@opentelemetry/api";
 import type { Logger } from "pino";
 import type { AuditEvent, AuditSink } from "../audit/audit-event.js";
 import { TenantryError } from "../errors.js";
@@ -157,7 +158,7 @@ export class McpEndpoint {
         requestId,
         notes,
         started,
-        span.isRecording(),
+        span.isRecording() ? span : undefined,
       );
       if (posting !== undefined) await posting;
     } catch (error) {
@@ -197,7 +198,7 @@ export class McpEndpoint {
     requestId: string,
     notes: DispatchNotes,
     started: number,
-    traced: boolean,
+    span: Span | undefined,
   ): Promise<void> | undefined {
     const d = this.#d;
     let parsed: unknown;
@@ -253,7 +254,7 @@ export class McpEndpoint {
       requestId,
       log: d.log,
       notes,
-      traced,
+      ...(span ? { span } : {}),
     };
     let requests = 0;
     for (const m of incoming) if (m.kind === "request") requests++;

@@ -1,4 +1,4 @@
-import { type Span, SpanKind, SpanStatusCode, trace } from "@opentelemetry/api";
+import { context, type Span, SpanKind, SpanStatusCode, trace } from "@opentelemetry/api";
 
 /**
  * OpenTelemetry spans through the vendor-neutral API. With no SDK registered every call is a
@@ -39,19 +39,30 @@ export function endRequestSpan(
   span.end();
 }
 
-/** Runs a tool inside an active span named after it. */
-export function inToolSpan<T>(tool: string, tenantId: string | undefined, fn: () => Promise<T>): Promise<T> {
-  return tracer.startActiveSpan(`tenantry.tool ${tool}`, { kind: SpanKind.INTERNAL }, async (span) => {
-    if (span.isRecording()) {
-      span.setAttributes({ "mcp.tool.name": tool, "tenantry.tenant_id": tenantId ?? "" });
-    }
-    try {
-      return await fn();
-    } catch (error) {
-      span.setStatus({ code: SpanStatusCode.ERROR });
-      throw error;
-    } finally {
-      span.end();
-    }
-  });
+/** Runs a tool inside an active span named after it, a child of the request's span. */
+export function inToolSpan<T>(
+  tool: string,
+  tenantId: string | undefined,
+  request: Span,
+  fn: () => Promise<T>,
+): Promise<T> {
+  const parent = trace.setSpan(context.active(), request);
+  return tracer.startActiveSpan(
+    `tenantry.tool ${tool}`,
+    { kind: SpanKind.INTERNAL },
+    parent,
+    async (span) => {
+      if (span.isRecording()) {
+        span.setAttributes({ "mcp.tool.name": tool, "tenantry.tenant_id": tenantId ?? "" });
+      }
+      try {
+        return await fn();
+      } catch (error) {
+        span.setStatus({ code: SpanStatusCode.ERROR });
+        throw error;
+      } finally {
+        span.end();
+      }
+    },
+  );
 }

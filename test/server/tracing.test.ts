@@ -39,6 +39,18 @@ describe("OpenTelemetry spans (when the user registers an SDK)", () => {
     }
   });
 
+  it("a tool call's span is a child of its request's span, in the same trace", async () => {
+    exporter.reset();
+    await h.tenants[0]!.client.callTool({ name: "whoami", arguments: {} });
+    const spans = exporter.getFinishedSpans();
+    const tool = spans.find((s) => s.name === "tenantry.tool whoami");
+    const request = spans.find(
+      (s) => s.name === "tenantry.mcp.request" && s.attributes["mcp.method.name"] === "tools/call",
+    );
+    expect(tool?.spanContext().traceId).toBe(request?.spanContext().traceId);
+    expect(tool?.parentSpanContext?.spanId).toBe(request?.spanContext().spanId);
+  });
+
   it("records refusals with their error code and no token", async () => {
     exporter.reset();
     const res = await fetch(h.mcpUrl, {

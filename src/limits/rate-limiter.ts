@@ -42,6 +42,8 @@ export interface RateLimiter {
     limitPerMinute: number,
     cost?: number,
   ): RateLimitDecision | Promise<RateLimitDecision>;
+  /** Whether the shared store answers now (always `true` for the memory backend): `/readyz`. */
+  reachable(): Promise<boolean>;
   close(): Promise<void>;
 }
 
@@ -76,20 +78,25 @@ export function createRateLimiter(config: RateLimitConfig, deps: RateLimiterDeps
         local.check(tenantKey, limitPerMinute, burstFor(limitPerMinute, config.burst), cost),
       decide: (tenantKey, limitPerMinute, cost) =>
         local.take(tenantKey, limitPerMinute, burstFor(limitPerMinute, config.burst), cost),
+      reachable: async () => true,
       close: () => local.close(),
     };
   }
-  const store: RateLimitStore = new FallbackStore(
-    new RedisStore({ url: config.redis_url, keyPrefix: config.key_prefix }),
-    {
-      onBackendError: config.on_backend_error,
-      log: deps.log,
-      ...(config.on_backend_error === "local" ? { local: memory() } : {}),
-    },
-  );
+  const redis = new RedisStore({ url: config.redis_url, keyPrefix: config.key_prefix });
+  const store: RateLimitStore = new FallbackStore(redis, {
+    onBackendError: config.on_backend_error,
+    log: deps.log,
+    ...(config.on_backend_error === "local" ? { local: memory() } : {}),
+  });
   const check = (tenantKey: string, limitPerMinute: number, cost?: number) =>
     store.check(tenantKey, limitPerMinute, burstFor(limitPerMinute, config.burst), cost);
-  return { backend: config.backend, check, decide: check, close: () => store.close() };
+  return {
+    backend: config.backend,
+    check,
+    decide: check,
+    reachable: () => redis.ping(),
+    close: () => store.close(),
+  };
 }
 
 /**

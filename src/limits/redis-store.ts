@@ -104,6 +104,16 @@ export class RedisStore implements RateLimitStore {
     return gcraDecision(allowed === 1, debtUs, limitPerMinute, burst, cost);
   }
 
+  /** Whether Redis answers a PING now (within the command timeout): `/readyz`. */
+  async ping(): Promise<boolean> {
+    if (this.#startup) await this.#startup;
+    try {
+      return (await this.#client.ping()) === "PONG";
+    } catch {
+      return false;
+    }
+  }
+
   async close(): Promise<void> {
     if (this.#client.status === "ready") {
       try {

@@ -326,7 +326,16 @@ export class TenantryApp {
     } catch {
       checks.database = "unavailable";
     }
-    const ok = Object.values(checks).every((v) => v === "ok");
+    if (this.limiter.backend === "redis") {
+      // Redis down with on_backend_error = "deny" denies every request; with "local" the replica
+      // still serves, limited per replica: ready, but the check shows it.
+      checks.rate_limit = (await this.limiter.reachable())
+        ? "ok"
+        : this.config.rate_limit.on_backend_error === "local"
+          ? "degraded"
+          : "unavailable";
+    }
+    const ok = Object.values(checks).every((v) => v === "ok" || v === "degraded");
     sendJson(res, ok ? 200 : 503, { status: ok ? "ready" : "not_ready", checks });
   }
 

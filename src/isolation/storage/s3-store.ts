@@ -2,6 +2,7 @@ import {
   DeleteObjectCommand,
   DeleteObjectsCommand,
   GetObjectCommand,
+  HeadBucketCommand,
   HeadObjectCommand,
   ListObjectsV2Command,
   PutObjectCommand,
@@ -108,7 +109,12 @@ export class S3ObjectStore implements ObjectStore {
       async () => Boolean(await this.#client.send(new HeadObjectCommand({ Bucket: this.#bucket, Key }))),
       () => false,
     );
-    if (!exists) return false;
+    if (!exists) {
+      // A HEAD answer has no body, so a missing bucket looks like a missing key (404 NotFound):
+      // make sure the bucket is there, so a misconfigured one fails here as on every other call.
+      await this.#call("delete", () => this.#client.send(new HeadBucketCommand({ Bucket: this.#bucket })));
+      return false;
+    }
     await this.#call("delete", () =>
       this.#client.send(new DeleteObjectCommand({ Bucket: this.#bucket, Key })),
     );

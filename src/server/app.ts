@@ -42,6 +42,27 @@ import { SessionStore } from "./sessions.js";
 
 export const VERSION = "0.1.0";
 
+/**
+ * The longest `/readyz` waits for the database. A server that holds the connection open and never
+ * answers (a partition, a hung primary) would otherwise hold the probe until TCP gives up.
+ */
+const READY_CHECK_TIMEOUT_MS = 2000;
+
+/** Whether `check` resolves within `ms`; a rejection or a late answer is `false`. */
+async function within(ms: number, check: Promise<unknown>): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<boolean>((resolve) => {
+    timer = setTimeout(() => resolve(false), ms);
+  });
+  try {
+    return await Promise.race([check.then(() => true), late]);
+  } catch {
+    return false;
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 export interface CreateTenantryOptions {
   /** Path of `tenantry.toml` (default `./tenantry.toml` when `config` is not given). */
   configPath?: string;
@@ -320,12 +341,9 @@ export class TenantryApp {
 
   async #ready(res: ServerResponse): Promise<void> {
     const checks: Record<string, string> = {};
-    try {
-      await this.dbs.admin.query("SELECT 1");
-      checks.database = "ok";
-    } catch {
-      checks.database = "unavailable";
-    }
+    checks.database = (await within(READY_CHECK_TIMEOUT_MS, this.dbs.admin.query("SELECT 1")))
+      ? "ok"
+      : "unavailable";
     if (this.limiter.backend === "redis") {
       // Redis down with on_backend_error = "deny" denies every request; with "local" the replica
       // still serves, limited per replica: ready, but the check shows it.

@@ -106,6 +106,7 @@ export class TenantryApp {
   #active = 0;
   #idle: (() => void) | undefined;
   #controlSecret: string | undefined;
+  #closing: Promise<void> | undefined;
   dbs!: Databases;
   registry!: TenantRegistry;
   isolation!: DataIsolation;
@@ -387,8 +388,16 @@ export class TenantryApp {
     return { url, port: actual };
   }
 
-  /** Stops accepting requests, waits for those in flight, flushes the audit log and closes everything. */
-  async close(): Promise<void> {
+  /**
+   * Stops accepting requests, waits for those in flight, flushes the audit log and closes everything.
+   * Later calls share the first one's outcome.
+   */
+  close(): Promise<void> {
+    this.#closing ??= this.#close();
+    return this.#closing;
+  }
+
+  async #close(): Promise<void> {
     const server = this.#server;
     this.#server = undefined;
     if (server) {

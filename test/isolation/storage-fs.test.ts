@@ -3,6 +3,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { storageSchema } from "../../src/config/schema.js";
+import { isTenantryError } from "../../src/errors.js";
 import { createObjectStore } from "../../src/isolation/storage/create-object-store.js";
 import { FsObjectStore } from "../../src/isolation/storage/fs-store.js";
 import type { ObjectStore } from "../../src/isolation/storage/object-store.js";
@@ -118,5 +119,25 @@ describe("createObjectStore", () => {
     expect(() => createObjectStore(parse({ bucket: "b", access_key_id: "k" }))).toThrow(
       expect.objectContaining({ code: "config_invalid" }),
     );
+  });
+});
+
+describe("FsObjectStore I/O failures", () => {
+  let base: string;
+  beforeEach(async () => {
+    base = await mkdtemp(join(tmpdir(), "tenantry-fs-fail-"));
+  });
+  afterEach(() => rm(base, { recursive: true, force: true }));
+
+  it("fail with backend_unavailable, as on S3, without the server's paths in the message", async () => {
+    // The root is a file (a misconfigured mount): nothing can be written or created below it.
+    const root = join(base, "objects-root");
+    await writeFile(root, "not a directory");
+    const store = new FsObjectStore(root);
+    const error = await store.put("t/1/a", bytes("x")).catch((e: unknown) => e);
+    expect(isTenantryError(error, "backend_unavailable")).toBe(true);
+    expect((error as Error).message).toBe("object store put failed");
+    expect((error as Error).message).not.toContain(base);
+    expect((error as Error).cause).toBeInstanceOf(Error); // the errno error, for the server's log
   });
 });

@@ -2,7 +2,7 @@ import { randomBytes } from "node:crypto";
 import type { Dirent } from "node:fs";
 import { mkdir, readdir, readFile, rename, rmdir, unlink, writeFile } from "node:fs/promises";
 import * as path from "node:path";
-import { TenantryError } from "../../errors.js";
+import { isTenantryError, TenantryError } from "../../errors.js";
 import { compareStorageKeys, validateStorageKey, validateStoragePrefix } from "./keys.js";
 import {
   clampListLimit,
@@ -53,6 +53,20 @@ function errno(error: unknown): string | undefined {
 }
 
 /**
+ * Runs one file-system operation; an I/O failure (disk full, permissions, a broken mount) becomes
+ * `backend_unavailable`, as on S3. The errno error, whose message names server paths, is only the
+ * cause (for the server's log), never the message tool code sees.
+ */
+async function io<T>(operation: string, run: () => Promise<T>): Promise<T> {
+  try {
+    return await run();
+  } catch (error) {
+    if (isTenantryError(error)) throw error;
+    throw new TenantryError("backend_unavailable", `object store ${operation} failed`, { cause: error });
+  }
+}
+
+/**
  * Objects as files under a root directory. Writes are atomic (temp file, then rename). Listing
  * walks the directories below the prefix, so it costs O(objects under the prefix): meant for
  * development and single-node deployments. `contentType` is not stored.
@@ -91,6 +105,11 @@ export class FsObjectStore implements ObjectStore {
   async put(fullKey: string, body: Uint8Array, _contentType?: string): Promise<void> {
     const file = this.#fileFor(fullKey);
     const tmpDir = this.#resolve([TMP_DIR]);
+    await io("put", () => this.#write(tmpDir, file, body));
+  }
+
+  /** Writes a temp file, then renames it into place: readers see the old object or the new one. */
+  async #write(tmpDir: string, file: string, body: Uint8Array): Promise<void> {
     await mkdir(tmpDir, { recursive: true });
     const tmp = path.join(tmpDir, randomBytes(12).toString("hex"));
     try {
@@ -112,25 +131,30 @@ export class FsObjectStore implements ObjectStore {
   }
 
   async get(fullKey: string): Promise<Uint8Array | undefined> {
-    try {
-      const buffer = await readFile(this.#fileFor(fullKey));
-      return new Uint8Array(buffer.buffer, buffer.byteOffset, buffer.byteLength);
-    } catch (error) {
-      if (errno(error) === "ENOENT" || errno(error) === "ENOTDIR") return undefined;
-      throw error;
-    }
+    const file = this.#fileFor(fullKey);
+    return io("get", async () => {
+      try {
+        const buffer = await readFile(file);
+        return new Uint8Array(buffer.buffer, buffer.byteOffset, buffer.byteLength);
+      } catch (error) {
+        if (errno(error) === "ENOENT" || errno(error) === "ENOTDIR") return undefined;
+        throw error;
+      }
+    });
   }
 
   async delete(fullKey: string): Promise<boolean> {
     const file = this.#fileFor(fullKey);
-    try {
-      await unlink(file);
-    } catch (error) {
-      if (errno(error) === "ENOENT" || errno(error) === "ENOTDIR") return false;
-      throw error;
-    }
-    await this.#pruneEmptyParents(path.dirname(file));
-    return true;
+    return io("delete", async () => {
+      try {
+        await unlink(file);
+      } catch (error) {
+        if (errno(error) === "ENOENT" || errno(error) === "ENOTDIR") return false;
+        throw error;
+      }
+      await this.#pruneEmptyParents(path.dirname(file));
+      return true;
+    });
   }
 
   /** Removes now-empty directories up to the root, so deleted tenants leave no trace. */
@@ -153,7 +177,7 @@ export class FsObjectStore implements ObjectStore {
     const whole = fullPrefix.split("/").slice(0, -1);
     const start = this.#resolve(whole.map((segment) => nameOf(segment, DIR_SUFFIX)));
     const keys: string[] = [];
-    await this.#walk(start, whole.map((s) => `${s}/`).join(""), fullPrefix, keys);
+    await io("list", () => this.#walk(start, whole.map((s) => `${s}/`).join(""), fullPrefix, keys));
     const after = keys
       .filter(
         (key) => key.startsWith(fullPrefix) && (cursor === undefined || compareStorageKeys(key, cursor) > 0),

@@ -1,14 +1,21 @@
 import type { TenantryApp } from "./app.js";
 
+/** Time beyond `tool_timeout_ms` for the last calls' audit events to be flushed and databases closed. */
+const FLUSH_MARGIN_MS = 10_000;
+
 /**
  * SIGTERM / SIGINT: stop accepting requests, let those in flight finish, flush the audit queue,
- * close databases — then exit. A second signal exits at once.
+ * close databases — then exit. A second signal exits at once. The drain may take `timeoutMs`,
+ * by default `tool_timeout_ms` + 10 s (at least 30 s): a call started just before the signal may
+ * run that long, and is still recorded.
  */
 export function installSignalHandlers(
   app: TenantryApp,
   onExit: (code: number) => void = process.exit,
   options: { timeoutMs?: number } = {},
 ): void {
+  const timeoutMs =
+    options.timeoutMs ?? Math.max(30_000, app.config.server.tool_timeout_ms + FLUSH_MARGIN_MS);
   let closing = false;
   const stop = (signal: NodeJS.Signals) => {
     if (closing) return onExit(130);
@@ -16,9 +23,9 @@ export function installSignalHandlers(
     app.log.info({ signal }, "shutting down: draining requests and flushing the audit log");
     // A stuck request must not hold the process forever; exiting non-zero says the drain was cut short.
     const timer = setTimeout(() => {
-      app.log.error({ timeoutMs: options.timeoutMs ?? 30_000 }, "shutdown timed out");
+      app.log.error({ timeoutMs }, "shutdown timed out");
       onExit(1);
-    }, options.timeoutMs ?? 30_000);
+    }, timeoutMs);
     timer.unref();
     app.close().then(
       () => onExit(0),

@@ -5,7 +5,7 @@ const FLUSH_MARGIN_MS = 10_000;
 
 /**
  * SIGTERM / SIGINT: stop accepting requests, let those in flight finish, flush the audit queue,
- * close databases — then exit. A second signal exits at once. The drain may take `timeoutMs`,
+ * close databases — then exit. A second signal exits at once (130 for SIGINT, 143 for SIGTERM). The drain may take `timeoutMs`,
  * by default `tool_timeout_ms` + 10 s (at least 30 s): a call started just before the signal may
  * run that long, and is still recorded.
  */
@@ -18,7 +18,8 @@ export function installSignalHandlers(
     options.timeoutMs ?? Math.max(30_000, app.config.server.tool_timeout_ms + FLUSH_MARGIN_MS);
   let closing = false;
   const stop = (signal: NodeJS.Signals) => {
-    if (closing) return onExit(130);
+    // The shell convention for "killed by this signal": 128 + its number (SIGINT 2, SIGTERM 15).
+    if (closing) return onExit(signal === "SIGINT" ? 130 : 143);
     closing = true;
     app.log.info({ signal }, "shutting down: draining requests and flushing the audit log");
     // A stuck request must not hold the process forever; exiting non-zero says the drain was cut short.

@@ -49,8 +49,16 @@ describe("installSignalHandlers", () => {
     const { sigterm, onExit } = setUp(60_000, 10_000, 5_000);
     sigterm("SIGTERM");
     sigterm("SIGTERM");
-    expect(onExit).toHaveBeenCalledWith(130);
+    expect(onExit).toHaveBeenCalledWith(143); // 128 + SIGTERM's 15
     await vi.advanceTimersByTimeAsync(5_000);
     expect(onExit).toHaveBeenLastCalledWith(1);
+  });
+
+  it("a second SIGINT (Ctrl-C twice) exits 130", () => {
+    vi.useFakeTimers();
+    const { sigterm: stop, onExit } = setUp(60_000, 10_000);
+    stop("SIGINT");
+    stop("SIGINT");
+    expect(onExit).toHaveBeenCalledWith(130);
   });
 });

@@ -1,4 +1,4 @@
-import { mkdir, mkdtemp, readdir, rm, symlink, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readdir, rm, symlink, utimes, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
@@ -29,6 +29,18 @@ describe("FsObjectStore", () => {
     }
     await expect(store.list("../", { limit: 10 })).rejects.toMatchObject({ code: "invalid_storage_key" });
     expect(await readdir(base)).toEqual([]);
+  });
+
+  it("removes temp files a crashed write left behind (over an hour old), not a write in progress", async () => {
+    const tmp = join(root, ".tmp");
+    await mkdir(tmp, { recursive: true });
+    await writeFile(join(tmp, "crashed"), "half an object");
+    const twoHoursAgo = new Date(Date.now() - 2 * 3600_000);
+    await utimes(join(tmp, "crashed"), twoHoursAgo, twoHoursAgo);
+    await writeFile(join(tmp, "in-progress"), "another writer's");
+    await store.put("t/1/a", bytes("a"));
+    expect(await readdir(tmp)).toEqual(["in-progress"]);
+    expect(new TextDecoder().decode(await store.get("t/1/a"))).toBe("a");
   });
 
   it("keeps keys differing only in case or in escaping apart", async () => {

@@ -1,6 +1,6 @@
 import { randomBytes } from "node:crypto";
 import type { Dirent } from "node:fs";
-import { mkdir, readdir, readFile, rename, rmdir, unlink, writeFile } from "node:fs/promises";
+import { mkdir, readdir, readFile, rename, rmdir, stat, unlink, writeFile } from "node:fs/promises";
 import * as path from "node:path";
 import { isTenantryError, TenantryError } from "../../errors.js";
 import { compareStorageKeys, validateStorageKey, validateStoragePrefix } from "./keys.js";
@@ -21,6 +21,12 @@ import {
 const DIR_SUFFIX = ".d";
 const FILE_SUFFIX = ".f";
 const TMP_DIR = ".tmp";
+/**
+ * A temp file older than this was left by a write that never finished (the process died between
+ * writing and renaming): the first write of a store removes such files. A write in progress, even
+ * another process's on a shared root, is far younger.
+ */
+const STALE_TMP_MS = 60 * 60 * 1000;
 const KEPT_BYTE = /^[a-z0-9._-]$/;
 /** NAME_MAX of common file systems; a longer escaped segment cannot be stored here. */
 const MAX_NAME_BYTES = 255;
@@ -73,6 +79,7 @@ async function io<T>(operation: string, run: () => Promise<T>): Promise<T> {
  */
 export class FsObjectStore implements ObjectStore {
   readonly #root: string;
+  #swept: Promise<void> | undefined;
 
   constructor(root: string) {
     this.#root = path.resolve(root);
@@ -111,6 +118,8 @@ export class FsObjectStore implements ObjectStore {
   /** Writes a temp file, then renames it into place: readers see the old object or the new one. */
   async #write(tmpDir: string, file: string, body: Uint8Array): Promise<void> {
     await mkdir(tmpDir, { recursive: true });
+    this.#swept ??= sweepStale(tmpDir, Date.now() - STALE_TMP_MS);
+    await this.#swept;
     const tmp = path.join(tmpDir, randomBytes(12).toString("hex"));
     try {
       await writeFile(tmp, body);
@@ -222,5 +231,15 @@ export class FsObjectStore implements ObjectStore {
       cursor = page.nextCursor;
     } while (cursor !== undefined);
     return deleted;
+  }
+}
+
+/** Removes the temp files in `tmpDir` last modified before `before` (ms); best effort, never throws. */
+async function sweepStale(tmpDir: string, before: number): Promise<void> {
+  const names = await readdir(tmpDir).catch(() => [] as string[]);
+  for (const name of names) {
+    const file = path.join(tmpDir, name);
+    const info = await stat(file).catch(() => undefined);
+    if (info?.isFile() && info.mtimeMs < before) await unlink(file).catch(() => {});
   }
 }

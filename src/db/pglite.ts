@@ -5,6 +5,7 @@ import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { PGlite, type Transaction } from "@electric-sql/pglite";
 import { TenantryError } from "../errors.js";
+import { isRunning } from "../pid.js";
 import type {
   Database,
   Queryable,
@@ -51,15 +52,6 @@ const TEMPLATE = join(tmpdir(), `tenantry-pglite-${PGLITE_VERSION}.tar.gz`);
 
 /** Data directories this process has open (a lock naming our own pid is stale unless listed here). */
 const openHere = new Set<string>();
-
-function isRunning(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code !== "ESRCH";
-  }
-}
 
 /**
  * PGlite has no lock of its own: a second process opening the same directory keeps its own copy of

@@ -1,4 +1,4 @@
-import type { Binding, Database, Queryable, QueryResult, Row } from "../db/database.js";
+import type { Binding, Database, Queryable, QueryResult, Row, TransactionOptions } from "../db/database.js";
 import { TenantryError } from "../errors.js";
 import type { Release } from "../limits/concurrency.js";
 import type { TenantDb } from "../tools/tool-context.js";
@@ -17,6 +17,11 @@ export type EnterTenant = ((tx: Queryable) => Promise<void>) & {
 };
 
 const ROLLBACK = Symbol("rollback");
+
+/** A tenant transaction's options: the binding sent with BEGIN (when it has that form), and the reset that ends it. */
+function transactionOptions(enter: EnterTenant): TransactionOptions {
+  return enter.prelude ? { begin: enter.prelude, reset: enter.reset } : { reset: enter.reset };
+}
 
 /** What every `ctx.db.query` refuses: use after the call, and arguments of the wrong kind. */
 function checkQuery(finished: boolean, text: unknown, params: unknown): void {
@@ -75,14 +80,11 @@ export class TenantTransaction implements TenantDb {
       });
       const run = (releaseSlot: Release | undefined): Promise<unknown> => {
         const done = this.#db
-          .transaction(
-            async (tx) => {
-              if (!prelude) await this.#enter(tx);
-              resolveTx(tx);
-              if (!(await gate)) throw ROLLBACK;
-            },
-            prelude ? { begin: prelude, reset: this.#enter.reset } : { reset: this.#enter.reset },
-          )
+          .transaction(async (tx) => {
+            if (!prelude) await this.#enter(tx);
+            resolveTx(tx);
+            if (!(await gate)) throw ROLLBACK;
+          }, transactionOptions(this.#enter))
           .catch((error: unknown) => {
             rejectTx(error);
             if (error !== ROLLBACK) throw error;
@@ -155,13 +157,10 @@ export class TenantStatements implements TenantDb {
   #run<R extends Row>(text: string, params: readonly unknown[] | undefined): Promise<QueryResult<R>> {
     if (this.#db.bound) return this.#db.bound<R>(this.#enter.binding, text, params ?? []);
     const prelude = this.#enter.prelude;
-    return this.#db.transaction(
-      async (tx) => {
-        if (!prelude) await this.#enter(tx);
-        return tx.query<R>(text, params ?? []);
-      },
-      prelude ? { begin: prelude, reset: this.#enter.reset } : { reset: this.#enter.reset },
-    );
+    return this.#db.transaction(async (tx) => {
+      if (!prelude) await this.#enter(tx);
+      return tx.query<R>(text, params ?? []);
+    }, transactionOptions(this.#enter));
   }
 
   /** Refuses later queries; there is nothing to commit. */

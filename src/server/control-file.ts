@@ -1,6 +1,7 @@
 import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
 import { readFile, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
+import { isRunning } from "../pid.js";
 
 /**
  * PGlite is one process: while a server holds the embedded database, CLI commands must go through
@@ -40,12 +41,7 @@ export async function readControlFile(dataDir: string): Promise<ControlInfo | un
   }
   if (typeof info.url !== "string" || typeof info.secret !== "string" || !Number.isInteger(info.pid))
     return undefined;
-  try {
-    process.kill(info.pid, 0);
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === "ESRCH") return undefined;
-  }
-  return info;
+  return isRunning(info.pid) ? info : undefined;
 }
 
 /** Compares two secrets in constant time (as digests: not even the length is told by the timing). */

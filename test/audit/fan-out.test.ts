@@ -18,16 +18,21 @@ function writer(down: () => boolean = () => false) {
   };
 }
 
+/** `sink = "both"`: the database writer then the file writer, batches flushed only on demand. */
+function bothSink(database: ReturnType<typeof writer>, file: ReturnType<typeof writer>) {
+  return new BatchingAuditSink(fanOut([database.write, file.write]), {
+    queueSize: 100,
+    batchSize: 10,
+    flushIntervalMs: 60_000,
+  });
+}
+
 describe('sink = "both": a batch retried after one writer failed', () => {
   it("gives each writer only what it has not written, so neither duplicates nor loses events", async () => {
     let fileDown = true;
     const database = writer();
     const file = writer(() => fileDown);
-    const sink = new BatchingAuditSink(fanOut([database.write, file.write]), {
-      queueSize: 100,
-      batchSize: 10,
-      flushIntervalMs: 60_000,
-    });
+    const sink = bothSink(database, file);
     for (let i = 0; i < 4; i++) sink.enqueue(event(i));
     await expect(sink.flush()).rejects.toThrow("down");
     expect(database.rows).toEqual(["r0", "r1", "r2", "r3"]);
@@ -46,11 +51,7 @@ describe('sink = "both": a batch retried after one writer failed', () => {
     let databaseDown = true;
     const database = writer(() => databaseDown);
     const file = writer();
-    const sink = new BatchingAuditSink(fanOut([database.write, file.write]), {
-      queueSize: 100,
-      batchSize: 10,
-      flushIntervalMs: 60_000,
-    });
+    const sink = bothSink(database, file);
     for (let i = 0; i < 3; i++) sink.enqueue(event(i));
     await expect(sink.flush()).rejects.toThrow("down");
     await expect(sink.flush()).rejects.toThrow("down");
@@ -78,11 +79,7 @@ describe('sink = "both": an admin event written while a failed batch waits for i
     let fileDown = true;
     const database = writer();
     const file = writer(() => fileDown);
-    const sink = new BatchingAuditSink(fanOut([database.write, file.write]), {
-      queueSize: 100,
-      batchSize: 10,
-      flushIntervalMs: 60_000,
-    });
+    const sink = bothSink(database, file);
     for (let i = 0; i < 3; i++) sink.enqueue(event(i));
     await expect(sink.flush()).rejects.toThrow("down");
     fileDown = false;
@@ -97,11 +94,7 @@ describe('sink = "both": an admin event written while a failed batch waits for i
     let fileDown = true;
     const database = writer();
     const file = writer(() => fileDown);
-    const sink = new BatchingAuditSink(fanOut([database.write, file.write]), {
-      queueSize: 100,
-      batchSize: 10,
-      flushIntervalMs: 60_000,
-    });
+    const sink = bothSink(database, file);
     for (let i = 0; i < 3; i++) sink.enqueue(event(i));
     await expect(sink.flush()).rejects.toThrow("down");
     await expect(sink.write(event(9))).rejects.toThrow("down");

@@ -1,16 +1,10 @@
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { parseConfig } from "../../src/config/load.js";
-import { ensurePgliteRuntimeRole, runCoreMigrations } from "../../src/db/core-migrations.js";
-import type { Databases } from "../../src/db/database.js";
-import { openDatabases } from "../../src/db/open.js";
-import { DataIsolation } from "../../src/isolation/data-isolation.js";
 import type { IsolationName } from "../../src/isolation/strategy.js";
 import type { TenantRecord } from "../../src/tenancy/tenant.js";
-import { demoMigrations } from "../../src/tools/demo/index.js";
 import type { TenantDb } from "../../src/tools/tool-context.js";
+import { type IsolationSetup, setupIsolation } from "../support/isolation.js";
 import { createTestDatabase, type TestDatabase } from "../support/postgres.js";
-import { record } from "../support/records.js";
 import { serviceGate } from "../support/services.js";
 
 /**
@@ -25,32 +19,10 @@ const pgUp = await serviceGate("postgres");
 
 type Mode = "call" | "statement";
 
-interface Setup {
-  dbs: Databases;
-  isolation: DataIsolation;
-  a: TenantRecord;
-  b: TenantRecord;
-}
-
-async function setup(strategy: IsolationName, db: TestDatabase | undefined): Promise<Setup> {
-  // One connection: the second tenant's call lands where the first one's ran.
-  const config = parseConfig(
-    db ? { database: { url: db.runtimeUrl, admin_url: db.adminUrl, pool_size: 1 } } : {},
-    "test",
-    {},
-  );
-  const dbs = await openDatabases(config, { memory: true });
-  if (dbs.runtimeRole) await ensurePgliteRuntimeRole(dbs.admin, dbs.runtimeRole);
-  await runCoreMigrations(dbs.admin, dbs.runtimeRoleName);
-  const isolation = new DataIsolation(dbs, strategy);
-  isolation.add(demoMigrations);
-  await isolation.migrateShared();
-  const a = record("org_A", "ka");
-  const b = record("org_B", "kb");
-  for (const t of [a, b]) await isolation.provisionTenant(t);
-  await isolation.checkSafety();
-  return { dbs, isolation, a, b };
-}
+type Setup = IsolationSetup;
+/** One connection: the second tenant's call lands where the first one's ran. */
+const setup = (strategy: IsolationName, db: TestDatabase | undefined) =>
+  setupIsolation(strategy, db, { poolSize: 1 });
 
 async function asTool<T>(
   s: Setup,
@@ -99,31 +71,39 @@ describe.each(combos)("session state ends with the tool call: $name", (combo) =>
         await su.end();
       }
       s = await setup(combo.strategy, db);
-      await asTool(s, s.a, "call", (q) =>
+      await asTool(s, s.tenants[0]!, "call", (q) =>
         q.query("INSERT INTO notes (title, body) VALUES ('a secret', 'x')"),
       );
     });
     afterAll(async () => {
-      await s?.dbs.close();
+      await s?.close();
       await db?.drop();
     });
 
     it("a WITH HOLD cursor is not left for the next tenant", async () => {
-      await asTool(s, s.a, mode, (q) => q.query("DECLARE page CURSOR WITH HOLD FOR SELECT title FROM notes"));
-      const seen = await leftover(asTool(s, s.b, mode, (q) => q.query("FETCH ALL FROM page")));
+      await asTool(s, s.tenants[0]!, mode, (q) =>
+        q.query("DECLARE page CURSOR WITH HOLD FOR SELECT title FROM notes"),
+      );
+      const seen = await leftover(asTool(s, s.tenants[1]!, mode, (q) => q.query("FETCH ALL FROM page")));
       expect(seen).toBe("34000"); // invalid_cursor_name: there is no such cursor
     });
 
     it("a temporary table is not left for the next tenant", async () => {
-      await asTool(s, s.a, mode, (q) => q.query("CREATE TEMP TABLE scratch AS SELECT title FROM notes"));
-      const seen = await leftover(asTool(s, s.b, mode, (q) => q.query("SELECT title FROM scratch")));
+      await asTool(s, s.tenants[0]!, mode, (q) =>
+        q.query("CREATE TEMP TABLE scratch AS SELECT title FROM notes"),
+      );
+      const seen = await leftover(
+        asTool(s, s.tenants[1]!, mode, (q) => q.query("SELECT title FROM scratch")),
+      );
       expect(seen).toBe("42P01"); // undefined_table
     });
 
     it("a session-level setting is not left for the next tenant", async () => {
-      await asTool(s, s.a, mode, (q) => q.query("SELECT set_config('app.last_title', 'a secret', false)"));
+      await asTool(s, s.tenants[0]!, mode, (q) =>
+        q.query("SELECT set_config('app.last_title', 'a secret', false)"),
+      );
       const seen = await leftover(
-        asTool(s, s.b, mode, (q) => q.query("SELECT current_setting('app.last_title', true) AS v")),
+        asTool(s, s.tenants[1]!, mode, (q) => q.query("SELECT current_setting('app.last_title', true) AS v")),
       );
       expect(seen).toEqual([{ v: "" }]);
     });

@@ -1,14 +1,10 @@
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { parseConfig } from "../../src/config/load.js";
-import { ensurePgliteRuntimeRole, runCoreMigrations } from "../../src/db/core-migrations.js";
-import type { Databases } from "../../src/db/database.js";
-import { openDatabases } from "../../src/db/open.js";
-import { DataIsolation } from "../../src/isolation/data-isolation.js";
+import type { DataIsolation } from "../../src/isolation/data-isolation.js";
 import { schemaNameForKey } from "../../src/isolation/names.js";
 import type { IsolationName } from "../../src/isolation/strategy.js";
 import type { TenantRecord } from "../../src/tenancy/tenant.js";
-import { demoMigrations } from "../../src/tools/demo/index.js";
+import { type IsolationSetup, setupIsolation } from "../support/isolation.js";
 import { createTestDatabase, type TestDatabase } from "../support/postgres.js";
 import { record } from "../support/records.js";
 import { serviceGate } from "../support/services.js";
@@ -21,34 +17,8 @@ import { serviceGate } from "../support/services.js";
 
 const pgUp = await serviceGate("postgres");
 
-interface Setup {
-  dbs: Databases;
-  isolation: DataIsolation;
-  tenants: TenantRecord[];
-  close(): Promise<void>;
-}
-
-async function setup(
-  strategy: IsolationName,
-  db: TestDatabase | undefined,
-  options: { tenants?: number; poolSize?: number } = {},
-): Promise<Setup> {
-  const config = parseConfig(
-    db ? { database: { url: db.runtimeUrl, admin_url: db.adminUrl, pool_size: options.poolSize ?? 10 } } : {},
-    "test",
-    {},
-  );
-  const dbs = await openDatabases(config, { memory: true });
-  if (dbs.runtimeRole) await ensurePgliteRuntimeRole(dbs.admin, dbs.runtimeRole);
-  await runCoreMigrations(dbs.admin, dbs.runtimeRoleName);
-  const isolation = new DataIsolation(dbs, strategy);
-  isolation.add(demoMigrations);
-  await isolation.migrateShared();
-  const tenants = Array.from({ length: options.tenants ?? 2 }, (_, i) => record(`org_T${i}`, `k${i}`));
-  for (const t of tenants) await isolation.provisionTenant(t);
-  await isolation.checkSafety();
-  return { dbs, isolation, tenants, close: () => dbs.close() };
-}
+type Setup = IsolationSetup;
+const setup = setupIsolation;
 
 /** Runs `fn` as one tool call would: `finish(true)` on success, `finish(false)` on error. */
 async function asTool<T>(

@@ -4,27 +4,20 @@
  */
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
-import { Writable } from "node:stream";
-import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { TenantService } from "../../src/admin/tenant-service.js";
 import { AdminRoutes, type AdminRoutesDeps } from "../../src/server/admin-routes.js";
 import { RequestIds } from "../../src/server/request-id.js";
+import { captureLogs } from "../support/logs.js";
 
 const SECRET = "control-secret-for-this-test";
 
 describe("admin API failures", () => {
-  const lines: Record<string, unknown>[] = [];
+  const { logger, lines } = captureLogs();
   let server: Server;
   let url: string;
 
   beforeAll(async () => {
-    const sink = new Writable({
-      write(chunk, _encoding, done) {
-        lines.push(JSON.parse(String(chunk)));
-        done();
-      },
-    });
     const tenants = {
       list: async () => {
         throw new Error("connection string postgres://owner:hunter2@db/app refused");
@@ -35,7 +28,7 @@ describe("admin API failures", () => {
       mapper: { wwwAuthenticate: () => "Bearer" },
       ids: new RequestIds("test"),
       controlSecret: SECRET,
-      log: pino(sink),
+      log: logger,
     } as unknown as AdminRoutesDeps);
     server = createServer((req, res) => void routes.handle(req, res, new URL(req.url ?? "/", "http://x")));
     await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));

@@ -1,9 +1,9 @@
-import { Writable } from "node:stream";
-import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { z } from "zod";
 import { type Harness, startHarness } from "../../src/testing/harness.js";
 import { defineTool } from "../../src/tools/define-tool.js";
+import { captureLogs } from "../support/logs.js";
+import { postJsonRpc } from "../support/replicas.js";
 
 /*
  * `ctx.log` is bound to the tenant (DESIGN: "ctx.log — all bound to the tenant"): every line a
@@ -33,16 +33,10 @@ const tools = [
 ];
 
 describe("ctx.log of a tool call", () => {
-  const lines: Record<string, unknown>[] = [];
+  const { logger, lines } = captureLogs();
   let h: Harness;
   beforeAll(async () => {
-    const sink = new Writable({
-      write(chunk, _encoding, done) {
-        lines.push(JSON.parse(String(chunk)));
-        done();
-      },
-    });
-    h = await startHarness({ tenants: 2, tools, logger: pino(sink) });
+    h = await startHarness({ tenants: 2, tools, logger });
   });
   afterAll(async () => {
     await h?.close();
@@ -50,23 +44,13 @@ describe("ctx.log of a tool call", () => {
 
   async function call(tenant: number, name: string, args: Record<string, unknown>, requestId: string) {
     const token = await h.token(`tenant-${tenant}`);
-    const res = await fetch(h.mcpUrl, {
-      method: "POST",
-      headers: {
-        "content-type": "application/json",
-        accept: "application/json, text/event-stream",
-        authorization: `Bearer ${token}`,
-        "x-request-id": requestId,
-      },
-      body: JSON.stringify({
-        jsonrpc: "2.0",
-        id: 1,
-        method: "tools/call",
-        params: { name, arguments: args },
-      }),
-    });
+    const res = await postJsonRpc(
+      h.mcpUrl,
+      token,
+      { jsonrpc: "2.0", id: 1, method: "tools/call", params: { name, arguments: args } },
+      { "x-request-id": requestId },
+    );
     expect(res.status).toBe(200);
-    await res.text();
     return res.headers.get("x-request-id");
   }
 

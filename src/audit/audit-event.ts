@@ -37,6 +37,14 @@ export interface AuditSink {
    * else into a free slot; throws `service_unavailable` when there is none.
    */
   enqueue(event: AuditEvent, options?: { reserved?: boolean }): void;
+  /**
+   * Queues the event of a request refused before it was authenticated (a bad token, a wrong method
+   * or content type …), which reserved nothing. Such events may fill only a bounded share of the
+   * queue, so that junk requests cannot deny authenticated ones their room. `false` when that share
+   * or the queue is full: the event is then only counted, and a later summary event (action
+   * `audit.unrecorded`) says how many were not recorded one by one. Never throws.
+   */
+  enqueueUnauthenticated(event: AuditEvent): boolean;
   /** Writes an event now (admin actions, impersonation); rejects if it could not be written. */
   write(event: AuditEvent): Promise<void>;
   /** Writes everything queued; rejects if a batch could not be written (its events stay queued). */

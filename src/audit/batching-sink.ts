@@ -13,22 +13,54 @@ export interface BatchingOptions {
   onError?: (error: unknown, pending: number) => void;
   /** Longest pause between retries of a failed batch. Default 5 s. */
   maxRetryDelayMs?: number;
+  /**
+   * Most events of requests refused before authentication queued at once (`enqueueUnauthenticated`),
+   * summary included. Default a tenth of `queueSize` (at least 1): enough to record every refusal
+   * of ordinary traffic (a client with a stale token, a misconfigured proxy) one by one, small
+   * enough that authenticated requests keep nine tenths of the queue whatever junk arrives.
+   */
+  unauthenticatedShare?: number;
+  /** The replica named in the summary of unrecorded refusals. */
+  replica?: string;
+}
+
+/** The `action` of the event that counts refusals before authentication not recorded one by one. */
+export const UNRECORDED_ACTION = "audit.unrecorded";
+
+/** Refusals before authentication not recorded one by one, since the last summary event. */
+interface Unrecorded {
+  count: number;
+  since: string;
+  until: string;
+  codes: Record<string, number>;
 }
 
 const CLOSE_ATTEMPTS = 3;
 
 /**
  * Request events go through a bounded queue and are written in batches off the hot path, by one
- * writer at a time, in order. Room is reserved when a request starts (`reserve`), so a request
- * that was admitted can always record its event; when there is no room the server answers 503
- * before doing any work, rather than dropping events. A failed batch stays at the head of the
- * queue and is retried with backoff; `close` flushes what is left.
+ * writer at a time, in order. Room is reserved once a request is authenticated, before any work
+ * (`reserve`), so a request that was admitted can always record its event; when there is no room
+ * the server answers 503 before doing any work, rather than dropping events. A failed batch stays
+ * at the head of the queue and is retried with backoff; `close` flushes what is left.
+ *
+ * Requests refused before they were authenticated (a junk token costs a client nothing) reserve
+ * nothing: their events take free room only within a bounded share of the queue, so a flood of
+ * them while the writer is slow cannot fill the queue and turn authenticated requests into 503s.
+ * Past the share they are counted, and one summary event (`audit.unrecorded`) says how many were
+ * not recorded one by one, as soon as the share has room again.
  */
 export class BatchingAuditSink implements AuditSink {
   readonly #write: WriteBatch;
   readonly #o: BatchingOptions;
   readonly #queue: AuditEvent[] = [];
   #reserved = 0;
+  /** Events removed from the head of the queue so far: `#written + i` numbers the event at `#queue[i]`. */
+  #written = 0;
+  /** Numbers of the queued events of unauthenticated refusals (and summaries), oldest first. */
+  readonly #unauthenticated: number[] = [];
+  readonly #share: number;
+  #unrecorded: Unrecorded | undefined;
   #timer: NodeJS.Timeout | undefined;
   #draining: Promise<void> | undefined;
   #failures = 0;
@@ -40,6 +72,7 @@ export class BatchingAuditSink implements AuditSink {
     }
     this.#write = write;
     this.#o = options;
+    this.#share = Math.max(1, options.unauthenticatedShare ?? Math.floor(options.queueSize / 10));
   }
 
   get pending(): number {
@@ -66,10 +99,69 @@ export class BatchingAuditSink implements AuditSink {
     } else if (this.full) {
       throw new TenantryError("service_unavailable", "the audit queue is full");
     }
+    this.#push(event);
+  }
+
+  enqueueUnauthenticated(event: AuditEvent): boolean {
+    if (this.full || this.#unauthenticated.length >= this.#share) {
+      const u = this.#unrecorded;
+      if (u === undefined) {
+        this.#unrecorded = {
+          count: 1,
+          since: event.at,
+          until: event.at,
+          codes: { [event.errorCode ?? "none"]: 1 },
+        };
+      } else {
+        u.count++;
+        u.until = event.at;
+        const code = event.errorCode ?? "none";
+        u.codes[code] = (u.codes[code] ?? 0) + 1;
+      }
+      return false;
+    }
+    this.#unauthenticated.push(this.#written + this.#queue.length);
+    this.#push(event);
+    return true;
+  }
+
+  /** Refusals before authentication counted but not yet summarised in the queue. */
+  get unrecorded(): number {
+    return this.#unrecorded?.count ?? 0;
+  }
+
+  #push(event: AuditEvent): void {
     this.#queue.push(event);
     if (this.#closed) return; // close() is draining: it will write this too
     if (this.#queue.length >= this.#o.batchSize && this.#failures === 0) this.#background(0);
     else this.#background(this.#o.flushIntervalMs);
+  }
+
+  /**
+   * Queues the summary of the refusals not recorded one by one, once the unauthenticated share
+   * (which it counts against) and the queue have room; `force` (close) queues it regardless.
+   */
+  #summarize(force = false): void {
+    const u = this.#unrecorded;
+    if (u === undefined) return;
+    if (!force && (this.full || this.#unauthenticated.length >= this.#share)) return;
+    this.#unrecorded = undefined;
+    this.#unauthenticated.push(this.#written + this.#queue.length);
+    this.#queue.push({
+      at: u.since,
+      kind: "request",
+      tenantId: null,
+      userId: null,
+      impersonatedBy: null,
+      action: UNRECORDED_ACTION,
+      tool: null,
+      outcome: "denied",
+      errorCode: null,
+      latencyMs: null,
+      requestId: null,
+      replica: this.#o.replica ?? "unknown",
+      details: { unrecorded: u.count, since: u.since, until: u.until, error_codes: u.codes },
+    });
   }
 
   async write(event: AuditEvent): Promise<void> {
@@ -84,6 +176,7 @@ export class BatchingAuditSink implements AuditSink {
     this.#closed = true;
     if (this.#timer) clearTimeout(this.#timer);
     this.#timer = undefined;
+    this.#summarize(true);
     for (let attempt = 1; ; attempt++) {
       try {
         await this.flush();
@@ -110,7 +203,13 @@ export class BatchingAuditSink implements AuditSink {
         const batch = this.#queue.slice(0, this.#o.batchSize);
         await this.#write(batch);
         this.#queue.splice(0, batch.length);
+        this.#written += batch.length;
+        const u = this.#unauthenticated;
+        let gone = 0;
+        while (gone < u.length && (u[gone] as number) < this.#written) gone++;
+        if (gone > 0) u.splice(0, gone);
         this.#failures = 0;
+        this.#summarize();
       }
     };
     // Cleared when the run settles (never synchronously: the run awaits at least one write).

@@ -182,6 +182,7 @@ export class TenantryApp {
         queueSize: c.audit.queue_size,
         batchSize: c.audit.batch_size,
         flushIntervalMs: c.audit.flush_interval_ms,
+        replica: this.ids.replica,
         onError: (err) => this.log.error({ err }, "audit batch write failed; will retry"),
       },
     });

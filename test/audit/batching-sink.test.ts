@@ -71,6 +71,67 @@ describe("BatchingAuditSink", () => {
     expect(r.all()).toEqual(["r1", "r2"]);
   });
 
+  it("refusals before authentication take at most their share; the rest are counted, then summarised", async () => {
+    const r = recorder();
+    const sink = new BatchingAuditSink(r.write, {
+      queueSize: 30,
+      batchSize: 100,
+      flushIntervalMs: 10_000,
+      replica: "r-1",
+    });
+    const junk = (n: number, code = "invalid_token"): AuditEvent => ({
+      ...event(n),
+      tenantId: null,
+      userId: null,
+      outcome: "denied",
+      errorCode: code,
+      at: new Date(n * 1000).toISOString(),
+    });
+    // Nothing is written until flushed (the writer is behind); a tenth of 30 is 3.
+    let queued = 0;
+    for (let i = 0; i < 10; i++)
+      if (sink.enqueueUnauthenticated(junk(i, i === 9 ? "forbidden" : undefined))) queued++;
+    expect(queued).toBe(3);
+    expect(sink.unrecorded).toBe(7);
+    // Authenticated requests still have the rest of the queue, to the last slot.
+    let reserved = 0;
+    while (sink.reserve()) reserved++;
+    expect(reserved).toBe(27);
+    for (let i = 0; i < reserved; i++) sink.enqueue(event(100 + i), { reserved: true });
+    await sink.flush();
+    const written = r.written.flat();
+    expect(written).toHaveLength(31);
+    const summary = written.at(-1)!;
+    expect(summary).toMatchObject({
+      at: new Date(3000).toISOString(),
+      kind: "request",
+      action: "audit.unrecorded",
+      tenantId: null,
+      outcome: "denied",
+      replica: "r-1",
+      details: {
+        unrecorded: 7,
+        since: new Date(3000).toISOString(),
+        until: new Date(9000).toISOString(),
+        error_codes: { invalid_token: 6, forbidden: 1 },
+      },
+    });
+    expect(sink.unrecorded).toBe(0);
+    // The share is free again once its events are written.
+    expect(sink.enqueueUnauthenticated(junk(20))).toBe(true);
+    await sink.close();
+  });
+
+  it("close() writes the summary of refusals not recorded one by one", async () => {
+    const r = recorder();
+    const sink = new BatchingAuditSink(r.write, { queueSize: 1, batchSize: 10, flushIntervalMs: 10_000 });
+    expect(sink.reserve()).toBe(true);
+    expect(sink.enqueueUnauthenticated({ ...event(1), errorCode: "invalid_token" })).toBe(false);
+    sink.enqueue(event(2), { reserved: true });
+    await sink.close();
+    expect(r.written.flat().map((e) => e.action)).toEqual(["tools/call", "audit.unrecorded"]);
+  });
+
   it("keeps a failed batch at the head and retries it, in order", async () => {
     let down = true;
     const errors: unknown[] = [];

@@ -43,6 +43,13 @@ export interface McpEndpointDeps {
 
 const SESSION_HEADER = "mcp-session-id";
 
+/** The audit queue has no room for the event of an identified request: it is refused before any work. */
+function auditFull(): TenantryError {
+  return new TenantryError("service_unavailable", "the audit log is behind; retry shortly", {
+    details: { headers: { "Retry-After": "1" } },
+  });
+}
+
 let lastMs = Number.NaN;
 let lastIso = "";
 /** `new Date(ms).toISOString()`, remembered for the millisecond: requests arrive many per millisecond. */
@@ -93,15 +100,12 @@ export class McpEndpoint {
     const notes: DispatchNotes = { method: req.method ?? "?", tool: null, outcome: "ok", errorCode: null };
     let admitted: Admitted | undefined;
     let release: Release | undefined;
-    // Room for this request's audit event, taken before any work: no room → 503, never a lost event.
-    const reserved = d.audit.reserve();
+    // Room for this request's audit event is reserved once the request is known to be a tenant's
+    // or an admin's, before any work: no room → 503, never a lost event. A request refused before
+    // that reserves nothing (see #record): unauthenticated requests cannot take authenticated ones' room.
+    let reserved = false;
     const identified: Identified = {};
     try {
-      if (!reserved) {
-        throw new TenantryError("service_unavailable", "the audit log is behind; retry shortly", {
-          details: { headers: { "Retry-After": "1" } },
-        });
-      }
       if (req.method === "GET" || (req.method === "DELETE" && !d.sessions)) {
         // No server-initiated SSE stream is offered; stateless servers have no session to delete.
         notes.method = `HTTP ${req.method}`;
@@ -133,6 +137,8 @@ export class McpEndpoint {
       // limiter), so a warm request runs start to finish without waiting on the event loop.
       const admitting = d.pipeline.admit(req, identified);
       admitted = admitting instanceof Promise ? await admitting : admitting;
+      reserved = d.audit.reserve();
+      if (!reserved) throw auditFull();
       const headers: HeaderList = ["X-Request-Id", requestId];
       // The in-flight cap first: a request it refuses does no work, so it spends no rate-limit token.
       release = this.#acquire(admitted.scope);
@@ -161,7 +167,14 @@ export class McpEndpoint {
         span.isRecording() ? span : undefined,
       );
       if (posting !== undefined) await posting;
-    } catch (error) {
+    } catch (caught) {
+      let error = caught;
+      // Refused after the token named a tenant or an admin (unknown or suspended tenant, forbidden
+      // impersonation, registry down): recorded like any identified request, so it needs a slot.
+      if (!reserved && identified.scope !== undefined) {
+        reserved = d.audit.reserve();
+        if (!reserved) error = auditFull();
+      }
       const mapped = toHttpError(error, d.mapper);
       notes.outcome = mapped.status === 500 ? "error" : "denied";
       notes.errorCode = mapped.body.error;
@@ -484,6 +497,11 @@ export class McpEndpoint {
       replica: d.ids.replica,
       details: null,
     };
+    if (scope === undefined && !reserved) {
+      // Refused before authentication: recorded in the unauthenticated share of the queue, else counted.
+      if (!d.audit.enqueueUnauthenticated(event)) d.metrics.auditUnrecorded();
+      return;
+    }
     try {
       d.audit.enqueue(event, { reserved });
     } catch {

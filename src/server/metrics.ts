@@ -35,6 +35,7 @@ export class ServerMetrics {
   readonly registry = new Registry();
   readonly #methods = new Map<string, MethodStats>();
   readonly #limits: RateLimitMetrics;
+  #auditUnrecorded = 0;
 
   constructor(options: { defaultMetrics?: boolean; maxTenantLabels?: number } = {}) {
     if (options.defaultMetrics !== false)
@@ -59,6 +60,15 @@ export class ServerMetrics {
       collect: () => this.#latencySamples(),
       reset: () => this.#methods.clear(),
     });
+    registerCollected(this.registry, {
+      name: "tenantry_audit_unrecorded_total",
+      help: "Requests refused before authentication whose audit event was not queued (the queue's share for them was full); each is counted in an audit.unrecorded summary event.",
+      type: "counter",
+      collect: () => [{ labels: {}, value: this.#auditUnrecorded }],
+      reset: () => {
+        this.#auditUnrecorded = 0;
+      },
+    });
     this.#limits = new RateLimitMetrics({
       registry: this.registry,
       ...(options.maxTenantLabels ? { maxTenantLabels: options.maxTenantLabels } : {}),
@@ -78,6 +88,11 @@ export class ServerMetrics {
     if (bucket !== -1) stats.buckets[bucket]! += 1;
     stats.sum += seconds;
     stats.count += 1;
+  }
+
+  /** A refusal before authentication that the audit log only counts (see `enqueueUnauthenticated`). */
+  auditUnrecorded(): void {
+    this.#auditUnrecorded++;
   }
 
   rateLimit(tenantId: string, allowed: boolean, requests = 1): void {

@@ -17,6 +17,12 @@ export interface AdminEventInput {
   action: string;
   tenantId: string | null;
   details: Record<string, unknown> | null;
+  /**
+   * `ok` (default) for an action about to take effect. `error` records that an action already
+   * written as `ok` did not take effect after all (another operation changed the tenant first).
+   */
+  outcome?: "ok" | "error";
+  errorCode?: string;
 }
 
 /**
@@ -36,8 +42,8 @@ export async function writeAdminEvent(
     impersonatedBy: null,
     action: input.action,
     tool: null,
-    outcome: "ok",
-    errorCode: null,
+    outcome: input.outcome ?? "ok",
+    errorCode: input.errorCode ?? null,
     latencyMs: null,
     requestId: input.actor.requestId ?? null,
     replica,

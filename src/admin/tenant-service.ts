@@ -1,3 +1,4 @@
+import { rm } from "node:fs/promises";
 import { isAbsolute, relative, resolve, sep } from "node:path";
 import type { AuditSink } from "../audit/audit-event.js";
 import type { Database } from "../db/database.js";
@@ -162,7 +163,14 @@ export class TenantService {
     await hooks.afterStep?.("registered");
     record = await this.#provision(record, hooks);
     const status: TenantStatus = record.expiresAt ? "trial" : "active";
-    record = await this.#store.update(record.id, { status, provisioningStep: null });
+    // Only out of `provisioning`: a deprovision that overtook this create keeps its result.
+    record = await this.#transition(
+      actor,
+      "tenant.create",
+      record,
+      { status, provisioningStep: null },
+      { status: "provisioning" },
+    );
     this.#d.registry.invalidate(record.id);
     return record;
   }
@@ -216,7 +224,11 @@ export class TenantService {
       }
     }
     await this.#audit(actor, "tenant.update", id, { ...summarise(update) });
-    const record = await this.#store.update(id, update);
+    // Only while the status is still the one checked above (a trial converted after a deprovision
+    // would be served again). The write bumps the version, so a deprovision in progress sees it.
+    const record = await this.#transition(actor, "tenant.update", current, update, {
+      status: current.status,
+    });
     this.#d.registry.invalidate(id);
     return record;
   }
@@ -227,12 +239,23 @@ export class TenantService {
       throw new TenantryError("invalid_argument", `tenant ${id} is ${current.status}`);
     }
     await this.#audit(actor, "tenant.suspend", id, { reason: reason ?? null, previous: current.status });
-    const record = await this.#store.update(id, { status: "suspended" });
+    const record = await this.#transition(actor, "tenant.suspend", current, { status: "suspended" });
     this.#d.registry.invalidate(id);
     return record;
   }
 
-  /** Resumes a suspended tenant: back to `trial` if it was on one (expired or not), else `active`. */
+  /**
+   * Resumes a suspended tenant: back to `trial` if it was on one (expired or not), else `active`.
+   *
+   * A tenant that a deprovision (on any replica, or the CLI) has suspended and is archiving can be
+   * resumed: resume wins, and that deprovision fails when it comes to mark the tenant deprovisioned
+   * (its write is conditional on the version it suspended, see {@link deprovision}) and removes
+   * its archive. Refusing here instead would need an in-progress marker in the registry, and a
+   * marker left by a process that died mid-archive would block resume until someone cleared it by
+   * hand; a failed deprovision loses nothing and can be run again. The reverse order is covered
+   * too: resume writes only if the tenant is still as read, so it never revives a tenant that a
+   * deprovision finished meanwhile.
+   */
   async resume(actor: Actor, id: string): Promise<TenantRecord> {
     const current = await this.show(id);
     if (current.status !== "suspended") {
@@ -240,7 +263,7 @@ export class TenantService {
     }
     await this.#audit(actor, "tenant.resume", id, null);
     const status: TenantStatus = current.expiresAt ? "trial" : "active";
-    const record = await this.#store.update(id, { status });
+    const record = await this.#transition(actor, "tenant.resume", current, { status });
     this.#d.registry.invalidate(id);
     return record;
   }
@@ -250,6 +273,12 @@ export class TenantService {
    * waits `settleMs`, archives its rows and objects into `archive_dir/<id>-<timestamp>/`, then marks
    * it `deprovisioned` with `purge_after = now + retention_days`. Its data stays in place until
    * `purge`. If archiving fails the tenant stays suspended and `deprovision` can be run again.
+   *
+   * The final mark is a compare-and-set on the registry version the suspension wrote: if anything
+   * changed the tenant meanwhile (a resume, suspend or update, a second deprovision, from any
+   * replica or the CLI), the archive may have missed writes or be another's, so this deprovision
+   * removes its archive, leaves the tenant as the other operation left it, records the failure in
+   * the audit log and throws `invalid_argument`.
    */
   async deprovision(actor: Actor, id: string): Promise<TenantRecord> {
     let record = await this.show(id);
@@ -261,19 +290,28 @@ export class TenantService {
       retention_days: this.#d.retentionDays,
     });
     if (record.status !== "suspended" && record.status !== "provisioning") {
-      record = await this.#store.update(id, { status: "suspended" });
+      record = await this.#transition(actor, "tenant.deprovision", record, { status: "suspended" });
       this.#d.registry.invalidate(id);
       const settle = this.#d.settleMs ?? 1000;
       if (settle > 0) await new Promise((r) => setTimeout(r, settle));
     }
     const { path } = await this.#data.archive(record, this.#d.archiveDir);
-    record = await this.#store.update(id, {
-      status: "deprovisioned",
-      archivePath: path,
-      purgeAfter: new Date(this.#now() + this.#d.retentionDays * DAY_MS),
-    });
+    const done = await this.#store.updateIf(
+      id,
+      { version: record.version, status: record.status },
+      {
+        status: "deprovisioned",
+        archivePath: path,
+        purgeAfter: new Date(this.#now() + this.#d.retentionDays * DAY_MS),
+      },
+    );
+    if (!done) {
+      // Nothing refers to this archive; removing it keeps a later restore from picking a stale one.
+      await rm(path, { recursive: true, force: true }).catch(() => {});
+      throw await this.#lostRace(actor, "tenant.deprovision", id);
+    }
     this.#d.registry.invalidate(id);
-    return record;
+    return done;
   }
 
   /**
@@ -349,7 +387,10 @@ export class TenantService {
       ...(record ? { replaces: record.status } : {}),
     });
     if (record) {
-      record = await this.#store.update(id, { status: "provisioning", provisioningStep: "registered" });
+      record = await this.#transition(actor, "tenant.restore", record, {
+        status: "provisioning",
+        provisioningStep: "registered",
+      });
       this.#d.registry.invalidate(id);
       await this.#data.erase(record);
     } else {
@@ -363,13 +404,13 @@ export class TenantService {
     }
     record = await this.#provision(record, {});
     await this.#data.restore(record, dir, manifest);
-    record = await this.#store.update(id, {
-      status: "active",
-      provisioningStep: null,
-      expiresAt: null,
-      archivePath: dir,
-      purgeAfter: null,
-    });
+    record = await this.#transition(
+      actor,
+      "tenant.restore",
+      record,
+      { status: "active", provisioningStep: null, expiresAt: null, archivePath: dir, purgeAfter: null },
+      { status: "provisioning" },
+    );
     this.#d.registry.invalidate(id);
     return record;
   }
@@ -395,6 +436,46 @@ export class TenantService {
 
   async #audit(actor: Actor, action: string, tenantId: string, details: Record<string, unknown> | null) {
     await writeAdminEvent(this.#d.audit, this.#d.replica, { actor, action, tenantId, details });
+  }
+
+  /**
+   * Writes `u` only if the tenant is still as `seen` shows it: the same version, or with `expect`,
+   * the same status. Several replicas and the CLI write the registry; a write based on an old read
+   * must not undo theirs.
+   */
+  async #transition(
+    actor: Actor,
+    action: string,
+    seen: TenantRecord,
+    u: TenantUpdate,
+    expect: { status: TenantStatus } | undefined = undefined,
+  ): Promise<TenantRecord> {
+    const record = await this.#store.updateIf(seen.id, expect ?? { version: seen.version }, u);
+    if (!record) throw await this.#lostRace(actor, action, seen.id);
+    return record;
+  }
+
+  /**
+   * The error for an action that lost a race with another operation on the same tenant. Its audit
+   * event was written as `ok` before it was attempted, so a second event says it did not take
+   * effect (best effort: the conflict is the error the caller gets either way).
+   */
+  async #lostRace(actor: Actor, action: string, id: string): Promise<TenantryError> {
+    const now = await this.#store.get(id).catch(() => undefined);
+    const state = now ? `it is now ${now.status}` : "it is no longer registered";
+    await writeAdminEvent(this.#d.audit, this.#d.replica, {
+      actor,
+      action,
+      tenantId: id,
+      details: { conflict: now?.status ?? null },
+      outcome: "error",
+      errorCode: "invalid_argument",
+    }).catch(() => {});
+    return new TenantryError(
+      "invalid_argument",
+      `${action} of tenant ${id} was not done: another operation changed the tenant meanwhile (${state}); run it again if still wanted`,
+      { details: { conflict: true } },
+    );
   }
 }
 

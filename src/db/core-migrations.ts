@@ -97,6 +97,15 @@ export const CORE_MIGRATIONS: CoreMigration[] = [
       ALTER POLICY tenantry_audit_insert ON tenantry_audit
         WITH CHECK (tenant_id = NULLIF(current_setting('app.tenant_id', true), ''));`,
   },
+  {
+    // Every registry write bumps `version`, so a lifecycle step that reads a record, works for a
+    // while (deprovision archives for minutes) and then writes can say "only if nothing changed it
+    // since": several replicas and the CLI share this table, and no process-local lock covers them.
+    version: 4,
+    name: "registry_version",
+    sql: () => `
+      ALTER TABLE tenantry_tenants ADD COLUMN IF NOT EXISTS version bigint NOT NULL DEFAULT 0;`,
+  },
 ];
 
 /** Creates the runtime role on PGlite, where the single connection is a superuser. */

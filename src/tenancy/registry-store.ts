@@ -19,10 +19,11 @@ interface TenantRow {
   purge_after: Date | string | null;
   created_at: Date | string;
   updated_at: Date | string;
+  version: number | string;
 }
 
 const COLUMNS =
-  "id, key, name, status, expires_at, rate_limit, allowed_tools, feature_flags, provisioning_step, archive_path, purge_after, created_at, updated_at";
+  "id, key, name, status, expires_at, rate_limit, allowed_tools, feature_flags, provisioning_step, archive_path, purge_after, created_at, updated_at, version";
 
 /** Returns the written row and NOTIFYs its id in the same statement: one round trip per write. */
 const NOTIFYING_SELECT = `SELECT r.*, pg_notify('${NOTIFY_CHANNEL}', r.id) AS notified FROM r`;
@@ -47,6 +48,7 @@ function toRecord(row: TenantRow): TenantRecord {
     purgeAfter: date(row.purge_after),
     createdAt: date(row.created_at) as Date,
     updatedAt: date(row.updated_at) as Date,
+    version: Number(row.version),
   };
 }
 
@@ -104,6 +106,31 @@ export class RegistryStore {
   }
 
   async update(id: string, u: TenantUpdate, q: Queryable = this.#db): Promise<TenantRecord> {
+    const record = await this.#update(id, u, {}, q);
+    if (!record) throw new TenantryError("unknown_tenant", `tenant ${id} is not registered`);
+    return record;
+  }
+
+  /**
+   * Compare-and-set: applies `u` only if the record is still at `expect.version` and/or in
+   * `expect.status`. Returns the written record, or `undefined` when another write (any replica,
+   * the CLI) got there first or the record is gone; the caller decides what that means.
+   */
+  async updateIf(
+    id: string,
+    expect: { version: number; status?: TenantStatus } | { version?: undefined; status: TenantStatus },
+    u: TenantUpdate,
+    q: Queryable = this.#db,
+  ): Promise<TenantRecord | undefined> {
+    return this.#update(id, u, expect, q);
+  }
+
+  async #update(
+    id: string,
+    u: TenantUpdate,
+    expect: { version?: number; status?: TenantStatus },
+    q: Queryable,
+  ): Promise<TenantRecord | undefined> {
     const sets: string[] = [];
     const params: unknown[] = [id];
     const set = (column: string, value: unknown, cast = "") => {
@@ -129,14 +156,22 @@ export class RegistryStore {
     if (u.provisioningStep !== undefined) set("provisioning_step", u.provisioningStep);
     if (u.archivePath !== undefined) set("archive_path", u.archivePath);
     if (u.purgeAfter !== undefined) set("purge_after", u.purgeAfter);
-    sets.push("updated_at = now()");
+    sets.push("updated_at = now()", "version = version + 1");
+    const where = ["id = $1"];
+    if (expect.version !== undefined) {
+      params.push(expect.version);
+      where.push(`version = $${params.length}`);
+    }
+    if (expect.status !== undefined) {
+      params.push(expect.status);
+      where.push(`status = $${params.length}`);
+    }
     const r = await q.query<TenantRow>(
-      `WITH r AS (UPDATE tenantry_tenants SET ${sets.join(", ")} WHERE id = $1 RETURNING ${COLUMNS})
+      `WITH r AS (UPDATE tenantry_tenants SET ${sets.join(", ")} WHERE ${where.join(" AND ")} RETURNING ${COLUMNS})
        ${NOTIFYING_SELECT}`,
       params,
     );
-    if (!r.rows[0]) throw new TenantryError("unknown_tenant", `tenant ${id} is not registered`);
-    return toRecord(r.rows[0]);
+    return r.rows[0] ? toRecord(r.rows[0]) : undefined;
   }
 
   async delete(id: string, q: Queryable = this.#db): Promise<boolean> {

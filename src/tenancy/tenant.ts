@@ -27,6 +27,11 @@ export interface TenantRecord {
   readonly purgeAfter: Date | null;
   readonly createdAt: Date;
   readonly updatedAt: Date;
+  /**
+   * Bumped by every registry write: lifecycle steps that read, work, then write compare it so
+   * that a change made meanwhile by another replica or the CLI is never overwritten.
+   */
+  readonly version: number;
 }
 
 /** What `tenants create` / the admin API accept. */

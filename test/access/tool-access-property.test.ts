@@ -97,6 +97,7 @@ function record(config: TenantConfigSpec): TenantRecord {
     purgeAfter: null,
     createdAt: now,
     updatedAt: now,
+    version: 0,
   };
 }
 

@@ -16,6 +16,7 @@ export function record(id: string, key: string): TenantRecord {
     purgeAfter: null,
     createdAt: now,
     updatedAt: now,
+    version: 0,
   };
 }
 

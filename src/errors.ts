@@ -20,7 +20,8 @@ export const ERROR_CODES = {
   // limits
   rate_limited: "The tenant is over its request rate.",
   too_many_concurrent: "The tenant has too many requests in flight.",
-  payload_too_large: "The request body is larger than server.max_body_bytes.",
+  payload_too_large:
+    "The request body is larger than server.max_body_bytes, or an object larger than storage.max_object_bytes.",
   unsupported_media_type: "The request body is not application/json.",
   bad_request: "The request is malformed.",
   not_found: "No such resource.",

@@ -1,4 +1,4 @@
-import { mkdir, mkdtemp, readdir, rm, symlink, utimes, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, open, readdir, rm, symlink, utimes, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
@@ -131,6 +131,36 @@ describe("createObjectStore", () => {
     expect(() => createObjectStore(parse({ bucket: "b", access_key_id: "k" }))).toThrow(
       expect.objectContaining({ code: "config_invalid" }),
     );
+  });
+});
+
+describe("FsObjectStore reads bounded by max_object_bytes", () => {
+  let base: string;
+  let root: string;
+  beforeEach(async () => {
+    base = await mkdtemp(join(tmpdir(), "tenantry-fs-big-"));
+    root = join(base, "objects");
+    await mkdir(join(root, "t.d", "9.d"), { recursive: true });
+  });
+  afterEach(() => rm(base, { recursive: true, force: true }));
+
+  it("refuses a file placed in the directory that is larger than the limit, from its size alone", async () => {
+    // 3 GiB, sparse: reading it would take 3 GiB of memory (and Node refuses a readFile over 2 GiB).
+    const handle = await open(join(root, "t.d", "9.d", "huge.f"), "w");
+    await handle.truncate(3 * 1024 ** 3);
+    await handle.close();
+    const t = TenantStorage.forKey(new FsObjectStore(root), "9", { maxObjectBytes: 1024 * 1024 });
+    const error = await t.get("huge").catch((e: unknown) => e);
+    expect(isTenantryError(error, "payload_too_large")).toBe(true);
+    expect((error as Error).message).toBe(
+      `object of ${3 * 1024 ** 3} bytes exceeds max_object_bytes (1048576): not read`,
+    );
+  });
+
+  it("stops reading one byte past the limit when the size says nothing (a file that grows, a device)", async () => {
+    await symlink("/dev/zero", join(root, "t.d", "9.d", "endless.f"));
+    const t = TenantStorage.forKey(new FsObjectStore(root), "9", { maxObjectBytes: 100 * 1024 });
+    await expect(t.get("endless")).rejects.toMatchObject({ code: "payload_too_large" });
   });
 });
 

@@ -198,6 +198,41 @@ describe.each([fsBackend(), s3Backend()])("tenant storage on $name", (backend) =
     expect(await listAll(t)).toEqual(["ok"]);
   });
 
+  it("refuses to read an object over maxObjectBytes that reached the backend another way", async () => {
+    const t = TenantStorage.forKey(store, "9", { maxObjectBytes: 1024 });
+    // Written straight to the backend, past TenantStorage's cap on put: another service, a
+    // migration, anyone with write access to the bucket or directory.
+    const over = new Uint8Array(1025).fill(7);
+    await store.put(`${storagePrefixForKey("9")}over`, over);
+    await store.put(`${storagePrefixForKey("9")}huge`, new Uint8Array(4 * 1024 * 1024));
+    for (const key of ["over", "huge"]) {
+      const error = await t.get(key).then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      expect(error).toMatchObject({ code: "payload_too_large" });
+      expect((error as Error).message).toContain("max_object_bytes (1024)");
+      expect((error as Error).message).not.toContain(key);
+      await expect(t.getText(key)).rejects.toMatchObject({ code: "payload_too_large" });
+    }
+    // The limit is on reads through the tenant's storage, not on the raw store (archives read all).
+    expect(await store.get(`${storagePrefixForKey("9")}over`)).toEqual(over);
+  });
+
+  it("reads an object of exactly maxObjectBytes, and an empty one", async () => {
+    const t = TenantStorage.forKey(store, "9", { maxObjectBytes: 1024 });
+    const exact = new Uint8Array(1024).map((_, i) => i % 251);
+    await store.put(`${storagePrefixForKey("9")}exact`, exact);
+    await t.put("empty", new Uint8Array());
+    expect(await t.get("exact")).toEqual(exact);
+    expect(await t.get("empty")).toEqual(new Uint8Array());
+    expect(await t.get("missing")).toBeUndefined();
+    const big = TenantStorage.forKey(store, "9", { maxObjectBytes: 64 * 1024 });
+    const large = new Uint8Array(64 * 1024).map((_, i) => (i * 7) % 256);
+    await store.put(`${storagePrefixForKey("9")}large`, large);
+    expect(await big.get("large")).toEqual(large);
+  });
+
   it("deletePrefix removes one tenant's objects and no other's", async () => {
     const [t1, t10] = [TenantStorage.forKey(store, "1"), TenantStorage.forKey(store, "10")];
     for (const key of ["a", "b/c", "d/e/f"]) await t1.put(key, key);

@@ -1,14 +1,26 @@
 import { randomBytes } from "node:crypto";
 import type { Dirent } from "node:fs";
-import { mkdir, readdir, readFile, rename, rmdir, stat, unlink, writeFile } from "node:fs/promises";
+import {
+  type FileHandle,
+  mkdir,
+  open,
+  readdir,
+  rename,
+  rmdir,
+  stat,
+  unlink,
+  writeFile,
+} from "node:fs/promises";
 import * as path from "node:path";
 import { isTenantryError, TenantryError } from "../../errors.js";
 import { compareStorageKeys, validateStorageKey, validateStoragePrefix } from "./keys.js";
 import {
   clampListLimit,
+  type ObjectGetOptions,
   type ObjectListOptions,
   type ObjectListPage,
   type ObjectStore,
+  objectTooLarge,
 } from "./object-store.js";
 
 /*
@@ -139,15 +151,22 @@ export class FsObjectStore implements ObjectStore {
     }
   }
 
-  async get(fullKey: string): Promise<Uint8Array | undefined> {
+  async get(fullKey: string, options: ObjectGetOptions = {}): Promise<Uint8Array | undefined> {
     const file = this.#fileFor(fullKey);
     return io("get", async () => {
+      let handle: FileHandle;
       try {
-        const buffer = await readFile(file);
-        return new Uint8Array(buffer.buffer, buffer.byteOffset, buffer.byteLength);
+        handle = await open(file, "r");
       } catch (error) {
         if (errno(error) === "ENOENT" || errno(error) === "ENOTDIR") return undefined;
         throw error;
+      }
+      try {
+        if (options.maxBytes !== undefined) return await readBounded(handle, options.maxBytes);
+        const buffer = await handle.readFile();
+        return new Uint8Array(buffer.buffer, buffer.byteOffset, buffer.byteLength);
+      } finally {
+        await handle.close();
       }
     });
   }
@@ -231,6 +250,30 @@ export class FsObjectStore implements ObjectStore {
       cursor = page.nextCursor;
     } while (cursor !== undefined);
     return deleted;
+  }
+}
+
+/**
+ * Reads an open file whole, but never more than `maxBytes`: the size on the handle (the file
+ * opened, even if it is renamed over meanwhile) is checked first, and the read stops one byte past
+ * the limit, for a file appended to after that check or one whose size says nothing (a device).
+ */
+async function readBounded(handle: FileHandle, maxBytes: number): Promise<Uint8Array> {
+  const { size } = await handle.stat();
+  if (size > maxBytes) throw objectTooLarge(maxBytes, size);
+  // Zeroed memory of its own (not Buffer's shared pool): tool code can reach `.buffer`.
+  let buffer = new Uint8Array(Math.min(Math.max(size + 1, 16 * 1024), maxBytes + 1));
+  let length = 0;
+  for (;;) {
+    if (length === buffer.byteLength) {
+      if (length > maxBytes) throw objectTooLarge(maxBytes);
+      const grown = new Uint8Array(Math.min(buffer.byteLength * 2, maxBytes + 1));
+      grown.set(buffer);
+      buffer = grown;
+    }
+    const { bytesRead } = await handle.read(buffer, length, buffer.byteLength - length, length);
+    if (bytesRead === 0) return buffer.subarray(0, length);
+    length += bytesRead;
   }
 }
 

@@ -7,7 +7,7 @@ export {
   validateStorageKey,
   validateStoragePrefix,
 } from "./keys.js";
-export type { ObjectListOptions, ObjectListPage, ObjectStore } from "./object-store.js";
+export type { ObjectGetOptions, ObjectListOptions, ObjectListPage, ObjectStore } from "./object-store.js";
 export { S3ObjectStore, type S3ObjectStoreOptions } from "./s3-store.js";
 export {
   type StorageLogger,

@@ -1,3 +1,5 @@
+import { TenantryError } from "../../errors.js";
+
 /**
  * A raw object backend (local files, S3). It knows nothing of tenants: keys here are *full* keys,
  * tenant prefix included. Tool code never sees an ObjectStore, only a {@link TenantStorage} bound
@@ -6,8 +8,12 @@
 export interface ObjectStore {
   /** Stores `body` under `fullKey`, replacing any previous object; readers see old or new, never a mix. */
   put(fullKey: string, body: Uint8Array, contentType?: string): Promise<void>;
-  /** The object's bytes, or `undefined` when there is none. */
-  get(fullKey: string): Promise<Uint8Array | undefined>;
+  /**
+   * The object's bytes, or `undefined` when there is none. With `maxBytes`, an object larger than
+   * that is refused with `payload_too_large` ({@link objectTooLarge}) without being read into
+   * memory: objects can reach the backend by other means than Tenantry's capped `put`.
+   */
+  get(fullKey: string, options?: ObjectGetOptions): Promise<Uint8Array | undefined>;
   /** Deletes the object; `true` when it existed. */
   delete(fullKey: string): Promise<boolean>;
   /**
@@ -19,6 +25,22 @@ export interface ObjectStore {
   deletePrefix(fullPrefix: string): Promise<number>;
   /** Releases connections; the store is unusable afterwards. */
   close?(): Promise<void>;
+}
+
+export interface ObjectGetOptions {
+  /** Largest object to read, in bytes (`[storage] max_object_bytes`). */
+  maxBytes?: number;
+}
+
+/**
+ * The error for an object over the read limit. It names the limit and, when known, the size;
+ * never the key or a server path.
+ */
+export function objectTooLarge(maxBytes: number, size?: number): TenantryError {
+  const what = size === undefined ? "object is larger than" : `object of ${size} bytes exceeds`;
+  return new TenantryError("payload_too_large", `${what} max_object_bytes (${maxBytes}): not read`, {
+    details: { maxObjectBytes: maxBytes },
+  });
 }
 
 export interface ObjectListOptions {

@@ -1,3 +1,4 @@
+import type { Readable } from "node:stream";
 import {
   DeleteObjectCommand,
   DeleteObjectsCommand,
@@ -12,9 +13,11 @@ import { isTenantryError, TenantryError } from "../../errors.js";
 import { validateStorageKey, validateStoragePrefix } from "./keys.js";
 import {
   clampListLimit,
+  type ObjectGetOptions,
   type ObjectListOptions,
   type ObjectListPage,
   type ObjectStore,
+  objectTooLarge,
 } from "./object-store.js";
 
 export interface S3ObjectStoreOptions {
@@ -43,6 +46,34 @@ function isNotFound(error: unknown): boolean {
   // A missing bucket is a deployment fault, not a missing object: let it surface as an error.
   if (name === "NoSuchBucket") return false;
   return name === "NoSuchKey" || name === "NotFound" || $metadata?.httpStatusCode === 404;
+}
+
+/**
+ * Collects a body stream, counting as it comes: an answer without a length, or one longer than it
+ * said, is cut off one chunk past `maxBytes` and never buffered whole.
+ */
+async function readBounded(body: Readable, maxBytes: number): Promise<Uint8Array> {
+  const chunks: Uint8Array[] = [];
+  let length = 0;
+  try {
+    for await (const chunk of body) {
+      const bytes = chunk as Uint8Array;
+      length += bytes.byteLength;
+      if (length > maxBytes) throw objectTooLarge(maxBytes);
+      chunks.push(bytes);
+    }
+  } finally {
+    body.destroy();
+  }
+  // One copy into memory of its own: chunks may be views of larger (pooled) buffers, and tool
+  // code can reach a Uint8Array's `.buffer`.
+  const whole = new Uint8Array(length);
+  let offset = 0;
+  for (const chunk of chunks) {
+    whole.set(chunk, offset);
+    offset += chunk.byteLength;
+  }
+  return whole;
 }
 
 /** Objects in one S3 bucket. Keys are stored as given; ordering is S3's (UTF-8 bytes). */
@@ -89,13 +120,22 @@ export class S3ObjectStore implements ObjectStore {
     );
   }
 
-  async get(fullKey: string): Promise<Uint8Array | undefined> {
+  async get(fullKey: string, options: ObjectGetOptions = {}): Promise<Uint8Array | undefined> {
     const Key = validateStorageKey(fullKey);
+    const max = options.maxBytes;
     return this.#call(
       "get",
       async (): Promise<Uint8Array | undefined> => {
         const out = await this.#client.send(new GetObjectCommand({ Bucket: this.#bucket, Key }));
-        return out.Body === undefined ? new Uint8Array() : await out.Body.transformToByteArray();
+        if (out.Body === undefined) return new Uint8Array();
+        if (max === undefined) return await out.Body.transformToByteArray();
+        // In Node the body is the response stream itself: destroying it reads no more of it.
+        const body = out.Body as unknown as Readable;
+        if (out.ContentLength !== undefined && out.ContentLength > max) {
+          body.destroy();
+          throw objectTooLarge(max, out.ContentLength);
+        }
+        return readBounded(body, max);
       },
       () => undefined,
     );

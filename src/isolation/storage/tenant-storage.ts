@@ -1,7 +1,7 @@
 import { TenantryError } from "../../errors.js";
 import { storagePrefixForKey } from "../names.js";
 import { MAX_STORAGE_KEY_BYTES, validateStorageKey, validateStoragePrefix } from "./keys.js";
-import { MAX_LIST_LIMIT, type ObjectStore } from "./object-store.js";
+import { MAX_LIST_LIMIT, type ObjectStore, objectTooLarge } from "./object-store.js";
 
 /** pino-compatible: only `warn` is used, for anomalies a backend should never produce. */
 export interface StorageLogger {
@@ -9,7 +9,7 @@ export interface StorageLogger {
 }
 
 export interface TenantStorageOptions {
-  /** Largest object `put` accepts, in bytes (`[storage] max_object_bytes`); default 10 MiB. */
+  /** Largest object `put` writes and `get` reads, in bytes (`[storage] max_object_bytes`); default 10 MiB. */
   maxObjectBytes?: number;
   log?: StorageLogger;
 }
@@ -100,9 +100,17 @@ export class TenantStorage {
     return full;
   }
 
-  /** The object's bytes, or `undefined` when there is none. */
+  /**
+   * The object's bytes, or `undefined` when there is none. An object over `maxObjectBytes` (put
+   * in the bucket or directory by other means than this class) is refused with
+   * `payload_too_large`, without being read into memory.
+   */
   async get(key: string): Promise<Uint8Array | undefined> {
-    return this.#store.get(this.#fullKey(key));
+    const max = this.#maxObjectBytes;
+    const body = await this.#store.get(this.#fullKey(key), { maxBytes: max });
+    // A custom ObjectStore may ignore maxBytes: the tool still never gets more than the limit.
+    if (body !== undefined && body.byteLength > max) throw objectTooLarge(max, body.byteLength);
+    return body;
   }
 
   /** The object decoded as UTF-8 (invalid bytes become U+FFFD), or `undefined`. */

@@ -18,7 +18,14 @@ describe("deprovision racing other lifecycle operations", () => {
 
   beforeAll(async () => {
     h = await startHarness({
-      tenants: [{ id: "acme" }, { id: "umbrella" }, { id: "globex" }, { id: "initech" }, { id: "hooli" }],
+      tenants: [
+        { id: "acme" },
+        { id: "umbrella" },
+        { id: "globex" },
+        { id: "initech" },
+        { id: "hooli" },
+        { id: "wonka" },
+      ],
       tools: demoTools,
       migrations: demoMigrations,
       // The settle wait of deprovision: long enough for a resume to land inside it.
@@ -80,6 +87,28 @@ describe("deprovision racing other lifecycle operations", () => {
     const events = await h.app.adminServices.auditLog.query({ tenant: "acme", action: "tenant.deprovision" });
     expect(events.map((e) => e.outcome)).toEqual(["ok", "error"]);
     expect(events[1]?.errorCode).toBe("invalid_argument");
+  });
+
+  it("an update during the archive wins: the tenant stays suspended, with the new settings", async () => {
+    const objects = h.app.objects;
+    const list = objects.list.bind(objects);
+    const spy = vi.spyOn(objects, "list").mockImplementationOnce(async (...args) => {
+      await h.app.tenants.update(actor, "wonka", { name: "Wonka Renamed" });
+      return list(...args);
+    });
+    let error: unknown;
+    try {
+      await h.app.tenants.deprovision(actor, "wonka");
+    } catch (e) {
+      error = e;
+    } finally {
+      spy.mockRestore();
+    }
+
+    expect(conflict(error)).toBe(true);
+    const record = await h.app.tenants.show("wonka");
+    expect(record).toMatchObject({ status: "suspended", name: "Wonka Renamed", archivePath: null });
+    expect(await archivesOf("wonka")).toEqual([]); // its manifest held the old name
   });
 
   it("a resume during the settle wait wins", async () => {

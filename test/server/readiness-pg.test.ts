@@ -1,9 +1,9 @@
-import { createConnection, createServer, type Socket } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startTestIssuer, type TestIssuer } from "../../src/testing/test-issuer.js";
+import { type PgProxy, startPgProxy } from "../support/pg-proxy.js";
 import { createTestDatabase, type TestDatabase } from "../support/postgres.js";
 import { type Replica, startReplica } from "../support/replicas.js";
-import { PG_HOST, PG_PORT, serviceGate } from "../support/services.js";
+import { serviceGate } from "../support/services.js";
 
 const pgUp = await serviceGate("postgres");
 
@@ -16,25 +16,7 @@ describe.skipIf(!pgUp)("/readyz when PostgreSQL stops answering", () => {
   let db: TestDatabase;
   let issuer: TestIssuer;
   let server: Replica;
-  let silent = false;
-  const sockets = new Set<Socket>();
-  const proxy = createServer((client) => {
-    sockets.add(client);
-    client.on("error", () => {});
-    client.on("close", () => sockets.delete(client));
-    if (silent) return;
-    const upstream = createConnection(PG_PORT, PG_HOST);
-    sockets.add(upstream);
-    upstream.on("error", () => client.destroy());
-    upstream.on("close", () => {
-      sockets.delete(upstream);
-      client.destroy();
-    });
-    client.on("close", () => upstream.destroy());
-    client.on("data", (d) => !silent && upstream.write(d));
-    upstream.on("data", (d) => !silent && client.write(d));
-  });
-  const via = (url: string, port: number) => url.replace(/@[^/]+\//, `@127.0.0.1:${port}/`);
+  let proxy: PgProxy;
   const readyz = async () => {
     const started = Date.now();
     const res = await fetch(`${server.url}/readyz`, { signal: AbortSignal.timeout(15_000) });
@@ -44,25 +26,22 @@ describe.skipIf(!pgUp)("/readyz when PostgreSQL stops answering", () => {
   beforeAll(async () => {
     db = await createTestDatabase();
     issuer = await startTestIssuer();
-    await new Promise<void>((resolve) => proxy.listen(0, "127.0.0.1", resolve));
-    const { port } = proxy.address() as { port: number };
+    proxy = await startPgProxy();
     server = await startReplica({
       issuer,
-      config: { database: { url: via(db.runtimeUrl, port), admin_url: via(db.adminUrl, port) } },
+      config: { database: { url: proxy.via(db.runtimeUrl), admin_url: proxy.via(db.adminUrl) } },
     });
   }, 60_000);
   afterAll(async () => {
-    silent = false;
-    for (const s of sockets) s.destroy();
+    await proxy?.close();
     await server?.close();
-    await new Promise((resolve) => proxy.close(resolve));
     await issuer?.close();
     await db?.drop();
   }, 60_000);
 
   it("answers 503 within a few seconds, not when TCP gives up", async () => {
     expect(await readyz()).toMatchObject({ status: 200, body: { checks: { database: "ok" } } });
-    silent = true;
+    proxy.stall();
     for (let i = 0; i < 2; i++) {
       const probe = await readyz();
       expect(probe).toMatchObject({

@@ -9,12 +9,24 @@ import type {
   TransactionHandle,
   TransactionOptions,
 } from "./database.js";
+import { clientDeadlineMs, StallWatch } from "./stall-watch.js";
 
 /** How long a call waits for a pooled connection (or for its tenant's share of them) before failing. */
 export const CONNECTION_WAIT_MS = 5000;
 
+/**
+ * TCP keepalive probes start after a connection is idle this long, so a peer that vanished (a host
+ * gone in a failover) is noticed on idle connections too.
+ */
+const KEEPALIVE_IDLE_MS = 10_000;
+
 export interface PostgresOptions {
   poolSize: number;
+  /**
+   * PostgreSQL cancels a statement that runs longer. It also sets the client-side deadline (see
+   * {@link clientDeadlineMs}): a connection that waits this long plus a margin without a byte from
+   * PostgreSQL is destroyed, and its statements fail with `backend_unavailable`.
+   */
   statementTimeoutMs: number;
   /**
    * PostgreSQL ends a session left idle inside a transaction this long (a tool awaiting something
@@ -34,15 +46,21 @@ export interface PostgresOptions {
  * are known to have succeeded; had they failed, PostgreSQL refuses what follows in the aborted
  * transaction, and even a statement that ran would have run unbound, where the policies show and
  * accept nothing.
+ *
+ * Every statement has a client-side deadline ({@link StallWatch}): when PostgreSQL stops answering
+ * while the connection stays up, the connection is destroyed and its statements fail with
+ * `backend_unavailable`, instead of waiting (with their connection) until TCP gives up.
  */
 export class PostgresDatabase implements Database {
   readonly kind = "postgres" as const;
   readonly #pool: pg.Pool;
   readonly #url: string;
   readonly #listeners = new Set<pg.Client>();
+  readonly #watch: StallWatch;
 
   constructor(url: string, options: PostgresOptions) {
     this.#url = url;
+    this.#watch = new StallWatch(clientDeadlineMs(options.statementTimeoutMs));
     this.#pool = new pg.Pool({
       connectionString: url,
       max: options.poolSize,
@@ -52,10 +70,15 @@ export class PostgresDatabase implements Database {
         : {}),
       application_name: options.applicationName ?? "tenantry",
       connectionTimeoutMillis: CONNECTION_WAIT_MS,
+      keepAlive: true,
+      keepAliveInitialDelayMillis: KEEPALIVE_IDLE_MS,
       pipeline: true,
     } as pg.PoolConfig);
     // An idle client that dies (server restart) must not crash the process.
     this.#pool.on("error", () => {});
+    // 'connect' once a new client is ready, 'remove' once the pool has let it go (ended or destroyed).
+    this.#pool.on("connect", (client) => this.#watch.add(client));
+    this.#pool.on("remove", (client) => this.#watch.delete(client));
   }
 
   async query<R extends Row = Row>(text: string, params: readonly unknown[] = []): Promise<QueryResult<R>> {
@@ -191,6 +214,7 @@ export class PostgresDatabase implements Database {
   }
 
   async close(): Promise<void> {
+    this.#watch.close();
     for (const c of this.#listeners) await c.end().catch(() => {});
     this.#listeners.clear();
     await this.#pool.end();

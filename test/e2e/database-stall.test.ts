@@ -1,0 +1,122 @@
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { z } from "zod";
+import { clientDeadlineMs } from "../../src/db/stall-watch.js";
+import { startTestIssuer, type TestIssuer } from "../../src/testing/test-issuer.js";
+import { defineTool } from "../../src/tools/define-tool.js";
+import { notesCreate, notesList, notesMigrations } from "../../src/tools/demo/notes.js";
+import { type PgProxy, startPgProxy } from "../support/pg-proxy.js";
+import { createTestDatabase, type TestDatabase } from "../support/postgres.js";
+import { callTool, type postMcp, REPLICA_AUDIENCE, type Replica, startReplica } from "../support/replicas.js";
+import { serviceGate } from "../support/services.js";
+
+/*
+ * PostgreSQL stops answering under a running server while its connections stay up (a stalled
+ * primary, a network black hole, a failover that left half-open connections). A tool call must
+ * fail with `backend_unavailable` within the client-side deadline (statement_timeout_ms plus a
+ * margin), not hang until tool_timeout_ms and keep its connection; and once PostgreSQL answers
+ * again the replica must serve by itself, each call with its own answer.
+ */
+
+const pgUp = await serviceGate("postgres");
+const admin = { id: "database-stall-test" };
+const STATEMENT_TIMEOUT_MS = 200;
+const POOL = 2;
+/** The deadline, plus the watch's two sweep periods at most, plus an HTTP round trip. */
+const LATEST_MS = clientDeadlineMs(STATEMENT_TIMEOUT_MS) + 1500;
+
+/** notes_list, one statement per transaction (a bound statement on PostgreSQL). */
+const notesListStatement = defineTool({
+  name: "notes_list_statement",
+  description: "notes_list, one statement per transaction",
+  input: z.object({}),
+  transaction: "statement",
+  async run(_input, ctx) {
+    const { rows } = await ctx.db.query<{ title: string }>("SELECT title FROM notes ORDER BY title");
+    return { titles: rows.map((r) => r.title) };
+  },
+});
+
+type Reply = Awaited<ReturnType<typeof postMcp>>;
+const titlesOf = (r: Reply): string[] | undefined => {
+  const result = r.body.result as
+    | { isError?: boolean; structuredContent?: { notes?: { title: string }[]; titles?: string[] } }
+    | undefined;
+  if (r.status !== 200 || !result || result.isError) return undefined;
+  return result.structuredContent?.titles ?? result.structuredContent?.notes?.map((n) => n.title).sort();
+};
+
+describe.skipIf(!pgUp)("tool calls when PostgreSQL stops answering", () => {
+  let db: TestDatabase;
+  let issuer: TestIssuer;
+  let proxy: PgProxy;
+  let server: Replica;
+  const tokens: Record<string, string> = {};
+  const call = (tenant: string, name: string, args: Record<string, unknown> = {}) =>
+    callTool(server.mcpUrl, tokens[tenant]!, name, args);
+
+  beforeAll(async () => {
+    db = await createTestDatabase();
+    issuer = await startTestIssuer();
+    proxy = await startPgProxy();
+    server = await startReplica({
+      issuer,
+      tools: [notesCreate, notesList, notesListStatement],
+      migrations: notesMigrations,
+      config: {
+        // Only the runtime pool (tool calls) goes through the proxy; the registry reads directly.
+        database: {
+          url: proxy.via(db.runtimeUrl),
+          admin_url: db.adminUrl,
+          pool_size: POOL,
+          statement_timeout_ms: STATEMENT_TIMEOUT_MS,
+        },
+        // Well past the deadline: a call still waiting then did not meet it.
+        server: { tool_timeout_ms: 10_000 },
+        auth: { multi_tenant: { registry_cache_ttl_ms: 60_000, default_rate_limit: 1_000_000 } },
+        rate_limit: { max_in_flight_per_tenant: 0 },
+        audit: { sink: "none" },
+      },
+    });
+    for (const id of ["acme", "globex"]) {
+      await server.app.tenants.create(admin, { id, name: id });
+      tokens[id] = await issuer.auth0Token({
+        orgId: id,
+        sub: `auth0|${id}-user`,
+        audience: REPLICA_AUDIENCE,
+      });
+      expect((await call(id, "notes_create", { title: `${id}-note`, body: "" })).status).toBe(200);
+    }
+  }, 120_000);
+  afterAll(async () => {
+    proxy?.resume();
+    await server?.close();
+    await proxy?.close();
+    await issuer?.close();
+    await db?.drop();
+  });
+
+  for (const tool of ["notes_list", "notes_list_statement"]) {
+    it(`${tool}: the call fails with backend_unavailable within the deadline; the next one is served`, async () => {
+      // The pool's connections are open (a call just used them): this is about unanswered
+      // statements, not about connecting, which CONNECTION_WAIT_MS bounds.
+      expect(titlesOf(await call("acme", tool))).toEqual(["acme-note"]);
+      proxy.stall();
+      const started = performance.now();
+      const stalled = await call("acme", tool);
+      const ms = performance.now() - started;
+      proxy.resume();
+      expect(stalled.status).toBe(200);
+      expect(stalled.body.result).toMatchObject({
+        isError: true,
+        content: [{ type: "text", text: expect.stringMatching(/^backend_unavailable: /) }],
+      });
+      expect(ms).toBeLessThan(LATEST_MS);
+
+      // Served again, each call with its own tenant's rows, by every connection of the pool.
+      const again = await Promise.all(
+        ["acme", "globex", "acme", "globex"].map(async (t) => ({ t, titles: titlesOf(await call(t, tool)) })),
+      );
+      for (const { t, titles } of again) expect(titles).toEqual([`${t}-note`]);
+    }, 30_000);
+  }
+});

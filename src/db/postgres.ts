@@ -1,5 +1,5 @@
 import pg from "pg";
-import { TenantryError } from "../errors.js";
+import { isTenantryError, TenantryError } from "../errors.js";
 import { BoundStatement } from "./bound-statement.js";
 import type {
   Binding,
@@ -16,7 +16,7 @@ export const CONNECTION_WAIT_MS = 5000;
 
 /**
  * TCP keepalive probes start after a connection is idle this long, so a peer that vanished (a host
- * gone in a failover) is noticed on idle connections too.
+ * gone in a failover) is noticed on idle connections too, the LISTEN one included.
  */
 const KEEPALIVE_IDLE_MS = 10_000;
 
@@ -178,23 +178,37 @@ export class PostgresDatabase implements Database {
     let client: pg.Client | undefined;
     let timer: NodeJS.Timeout | undefined;
     const connect = async (): Promise<void> => {
-      const c = new pg.Client({ connectionString: this.#url, application_name: "tenantry-listen" });
+      const c = new pg.Client({
+        connectionString: this.#url,
+        application_name: "tenantry-listen",
+        connectionTimeoutMillis: CONNECTION_WAIT_MS,
+        keepAlive: true,
+        keepAliveInitialDelayMillis: KEEPALIVE_IDLE_MS,
+      });
       c.on("notification", (msg) => {
         if (msg.channel === channel) onPayload(msg.payload ?? "");
       });
       c.on("error", () => {
         this.#listeners.delete(c);
+        this.#watch.delete(c);
         c.end().catch(() => {});
-        if (!stopped) timer = setTimeout(() => void connect().catch(() => {}), 1000);
+        // The listener in service reconnects from here; an attempt that fails does from its catch.
+        if (client === c && !stopped) timer = setTimeout(() => void connect().catch(() => {}), 1000);
       });
       try {
         await c.connect();
+        this.#watch.add(c); // bounds the LISTEN below (an idle listener waits on nothing)
         await c.query(`LISTEN "${channel.replaceAll('"', '""')}"`);
       } catch (error) {
+        this.#watch.delete(c);
         c.end().catch(() => {});
-        if (stopped) return;
-        timer = setTimeout(() => void connect().catch(() => {}), 1000);
-        if (!client) throw error;
+        // The first attempt fails the caller, who has nothing to stop a retry with: retry only reconnects.
+        if (!client) {
+          throw isTenantryError(error)
+            ? error
+            : new TenantryError("backend_unavailable", `cannot LISTEN on ${channel}`, { cause: error });
+        }
+        if (!stopped) timer = setTimeout(() => void connect().catch(() => {}), 1000);
         return;
       }
       client = c;
@@ -208,6 +222,7 @@ export class PostgresDatabase implements Database {
       if (timer) clearTimeout(timer);
       if (client) {
         this.#listeners.delete(client);
+        this.#watch.delete(client);
         await client.end().catch(() => {});
       }
     };

@@ -5,13 +5,14 @@
  * connection must be destroyed rather than returned (its late answer would be read as the next
  * statement's), and the pool must serve again by itself once PostgreSQL answers.
  */
+import pg from "pg";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import type { Binding } from "../../src/db/database.js";
-import { PostgresDatabase } from "../../src/db/postgres.js";
+import { CONNECTION_WAIT_MS, PostgresDatabase } from "../../src/db/postgres.js";
 import { clientDeadlineMs } from "../../src/db/stall-watch.js";
 import { type PgProxy, startPgProxy } from "../support/pg-proxy.js";
 import { withTestDatabase } from "../support/postgres.js";
-import { serviceGate } from "../support/services.js";
+import { PG_SUPER_URL, serviceGate } from "../support/services.js";
 
 const pgUp = await serviceGate("postgres");
 
@@ -45,6 +46,16 @@ function expectDeadline(result: Outcome, sentAt = 0): void {
   expect(result.error).toMatchObject({ name: "TenantryError", code: "backend_unavailable" });
   expect(result.ms - sentAt).toBeGreaterThanOrEqual(DEADLINE_MS - 5);
   expect(result.ms).toBeLessThan(LATEST_MS + sentAt);
+}
+
+async function withSuperuser<T>(fn: (su: pg.Client) => Promise<T>): Promise<T> {
+  const su = new pg.Client({ connectionString: PG_SUPER_URL });
+  await su.connect();
+  try {
+    return await fn(su);
+  } finally {
+    await su.end();
+  }
 }
 
 const binding: Binding = {
@@ -201,4 +212,31 @@ describe.skipIf(!pgUp)("PostgresDatabase when PostgreSQL stops answering", () =>
       await db.close();
     }
   });
+
+  it("LISTEN against a server that never answers fails with backend_unavailable, within the connection wait", async () => {
+    const db = open();
+    try {
+      proxy.stall();
+      const result = await outcome(
+        db.listen("deadline_test", () => {}),
+        CONNECTION_WAIT_MS + 3000,
+      );
+      expect(result.pending).toBeUndefined();
+      expect(result.error).toMatchObject({ code: "backend_unavailable" });
+      expect(result.ms).toBeLessThan(CONNECTION_WAIT_MS + 1000);
+      // The caller was told, and has nothing to stop a retry with: none runs behind its back.
+      proxy.resume();
+      await new Promise((resolve) => setTimeout(resolve, 1500));
+      const listeners = await withSuperuser((su) =>
+        su.query(
+          "SELECT 1 FROM pg_stat_activity WHERE datname = $1 AND application_name = 'tenantry-listen'",
+          [testDb().name],
+        ),
+      );
+      expect(listeners.rowCount).toBe(0);
+    } finally {
+      proxy.resume();
+      await db.close();
+    }
+  }, 15_000);
 });

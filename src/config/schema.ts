@@ -88,6 +88,11 @@ export const databaseSchema = z.strictObject({
   admin_url: z.string().min(1).optional(),
   data_dir: z.string().min(1).default(".tenantry/data"),
   pool_size: positiveInt.max(1000).default(10),
+  /**
+   * PostgreSQL's statement_timeout. Also the client-side deadline's base: a connection that waits
+   * this long plus a margin without an answer is closed and its statements fail with
+   * `backend_unavailable` (see `clientDeadlineMs`).
+   */
   statement_timeout_ms: positiveInt.default(30_000),
   /**
    * Most runtime connections one tenant's tool calls hold at once; absent means half the pool

@@ -1,18 +1,10 @@
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { z } from "zod";
 import { startTestIssuer, type TestIssuer } from "../../src/testing/test-issuer.js";
-import { defineTool } from "../../src/tools/define-tool.js";
 import { notesCreate, notesList, notesMigrations } from "../../src/tools/demo/notes.js";
+import { notesListStatement, titlesOf } from "../support/notes-tools.js";
 import { createTestDatabase, type TestDatabase } from "../support/postgres.js";
-import {
-  callTool,
-  pollUntil,
-  type postMcp,
-  REPLICA_AUDIENCE,
-  type Replica,
-  startReplica,
-} from "../support/replicas.js";
+import { callTool, pollUntil, REPLICA_AUDIENCE, type Replica, startReplica } from "../support/replicas.js";
 import { serviceGate } from "../support/services.js";
 
 /*
@@ -25,27 +17,6 @@ import { serviceGate } from "../support/services.js";
 
 const pgUp = await serviceGate("postgres");
 const admin = { id: "database-outage-test" };
-
-/** The same read as notes_list, in `transaction: "statement"` mode (one implicit transaction). */
-const notesListStatement = defineTool({
-  name: "notes_list_statement",
-  description: "notes_list, one statement per transaction",
-  input: z.object({}),
-  transaction: "statement",
-  async run(_input, ctx) {
-    const { rows } = await ctx.db.query<{ title: string }>("SELECT title FROM notes ORDER BY title");
-    return { titles: rows.map((r) => r.title) };
-  },
-});
-
-type Reply = Awaited<ReturnType<typeof postMcp>>;
-const titlesOf = (r: Reply): string[] | undefined => {
-  const result = r.body.result as
-    | { isError?: boolean; structuredContent?: { notes?: { title: string }[]; titles?: string[] } }
-    | undefined;
-  if (r.status !== 200 || !result || result.isError) return undefined;
-  return result.structuredContent?.titles ?? result.structuredContent?.notes?.map((n) => n.title).sort();
-};
 
 describe.skipIf(!pgUp)("PostgreSQL terminates every connection under a running server", () => {
   let db: TestDatabase;

@@ -1,12 +1,11 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { z } from "zod";
 import { clientDeadlineMs } from "../../src/db/stall-watch.js";
 import { startTestIssuer, type TestIssuer } from "../../src/testing/test-issuer.js";
-import { defineTool } from "../../src/tools/define-tool.js";
 import { notesCreate, notesList, notesMigrations } from "../../src/tools/demo/notes.js";
+import { notesListStatement, titlesOf } from "../support/notes-tools.js";
 import { type PgProxy, startPgProxy } from "../support/pg-proxy.js";
 import { createTestDatabase, type TestDatabase } from "../support/postgres.js";
-import { callTool, type postMcp, REPLICA_AUDIENCE, type Replica, startReplica } from "../support/replicas.js";
+import { callTool, REPLICA_AUDIENCE, type Replica, startReplica } from "../support/replicas.js";
 import { serviceGate } from "../support/services.js";
 
 /*
@@ -23,27 +22,6 @@ const STATEMENT_TIMEOUT_MS = 200;
 const POOL = 2;
 /** The deadline, plus the watch's two sweep periods at most, plus an HTTP round trip. */
 const LATEST_MS = clientDeadlineMs(STATEMENT_TIMEOUT_MS) + 1500;
-
-/** notes_list, one statement per transaction (a bound statement on PostgreSQL). */
-const notesListStatement = defineTool({
-  name: "notes_list_statement",
-  description: "notes_list, one statement per transaction",
-  input: z.object({}),
-  transaction: "statement",
-  async run(_input, ctx) {
-    const { rows } = await ctx.db.query<{ title: string }>("SELECT title FROM notes ORDER BY title");
-    return { titles: rows.map((r) => r.title) };
-  },
-});
-
-type Reply = Awaited<ReturnType<typeof postMcp>>;
-const titlesOf = (r: Reply): string[] | undefined => {
-  const result = r.body.result as
-    | { isError?: boolean; structuredContent?: { notes?: { title: string }[]; titles?: string[] } }
-    | undefined;
-  if (r.status !== 200 || !result || result.isError) return undefined;
-  return result.structuredContent?.titles ?? result.structuredContent?.notes?.map((n) => n.title).sort();
-};
 
 describe.skipIf(!pgUp)("tool calls when PostgreSQL stops answering", () => {
   let db: TestDatabase;

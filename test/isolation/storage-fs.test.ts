@@ -1,4 +1,6 @@
-import { mkdir, mkdtemp, open, readdir, rm, symlink, utimes, writeFile } from "node:fs/promises";
+import { execFileSync } from "node:child_process";
+import { constants, type Stats } from "node:fs";
+import { mkdir, mkdtemp, open, readdir, readFile, rm, symlink, utimes, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
@@ -157,10 +159,103 @@ describe("FsObjectStore reads bounded by max_object_bytes", () => {
     );
   });
 
-  it("stops reading one byte past the limit when the size says nothing (a file that grows, a device)", async () => {
-    await symlink("/dev/zero", join(root, "t.d", "9.d", "endless.f"));
-    const t = TenantStorage.forKey(new FsObjectStore(root), "9", { maxObjectBytes: 100 * 1024 });
-    await expect(t.get("endless")).rejects.toMatchObject({ code: "payload_too_large" });
+  it("stops reading one byte past the limit when the file grew after its size was read", async () => {
+    await writeFile(join(root, "t.d", "9.d", "grown.f"), new Uint8Array(200 * 1024));
+    // The size on the handle says 0 (as if the file was appended to right after the check).
+    const probe = await open(join(root, "t.d", "9.d", "grown.f"), "r");
+    const proto = Object.getPrototypeOf(probe) as { stat: (...args: unknown[]) => Promise<Stats> };
+    await probe.close();
+    const realStat = proto.stat;
+    const spy = vi.spyOn(proto, "stat").mockImplementation(async function (this: unknown, ...args) {
+      return Object.assign(await realStat.apply(this, args), { size: 0 });
+    });
+    try {
+      const t = TenantStorage.forKey(new FsObjectStore(root), "9", { maxObjectBytes: 100 * 1024 });
+      await expect(t.get("grown")).rejects.toMatchObject({ code: "payload_too_large" });
+      expect(spy).toHaveBeenCalled();
+    } finally {
+      spy.mockRestore();
+    }
+  });
+});
+
+/**
+ * Objects Tenantry writes are regular files reached through real directories. Anything else at an
+ * object's name (planted by whatever can write the storage root, or by a restored backup) is not
+ * an object: it is never followed out of the root or the tenant's prefix, and never waited on.
+ */
+describe("FsObjectStore and what it did not write: links, FIFOs", () => {
+  let base: string;
+  let root: string;
+  let store: FsObjectStore;
+  const text = (b: Uint8Array | undefined) => (b === undefined ? undefined : new TextDecoder().decode(b));
+  beforeEach(async () => {
+    base = await mkdtemp(join(tmpdir(), "tenantry-fs-links-"));
+    root = join(base, "objects");
+    store = new FsObjectStore(root);
+    await store.put("t/9/mine", bytes("tenant 9's own"));
+    await store.put("t/7/theirs", bytes("tenant 7's secret"));
+    await mkdir(join(base, "outside", "sub.d"), { recursive: true });
+    await writeFile(join(base, "outside", "secret.f"), "outside the root");
+    await writeFile(join(base, "outside", "sub.d", "deep.f"), "outside, deeper");
+  });
+  afterEach(() => rm(base, { recursive: true, force: true }));
+
+  it("does not read, list or delete through a link at an object's name", async () => {
+    const dir = join(root, "t.d", "9.d");
+    await symlink(join(base, "outside", "secret.f"), join(dir, "passwd.f"));
+    await symlink(join(root, "t.d", "7.d", "theirs.f"), join(dir, "theirs.f"));
+    await symlink("/dev/zero", join(dir, "zero.f"));
+    for (const key of ["passwd", "theirs", "zero"]) {
+      expect(await store.get(`t/9/${key}`)).toBeUndefined();
+      expect(await store.get(`t/9/${key}`, { maxBytes: 1024 })).toBeUndefined();
+    }
+    expect((await store.list("t/9/", { limit: 100 })).keys).toEqual(["t/9/mine"]);
+    // Delete removes the link itself, never what it points to.
+    await store.delete("t/9/passwd");
+    expect(await readFile(join(base, "outside", "secret.f"), "utf8")).toBe("outside the root");
+    expect(text(await store.get("t/7/theirs"))).toBe("tenant 7's secret");
+  });
+
+  it("does not follow a linked directory inside a tenant prefix: get, list, put and delete stay in the root", async () => {
+    await symlink(join(base, "outside"), join(root, "t.d", "9.d", "a.d"));
+    expect(await store.get("t/9/a/secret")).toBeUndefined();
+    expect(await store.get("t/9/a/sub/deep", { maxBytes: 1024 })).toBeUndefined();
+    for (const prefix of ["t/9/a/", "t/9/a/s", "t/9/a/sub/", "t/9/"]) {
+      expect((await store.list(prefix, { limit: 100 })).keys).toEqual(prefix === "t/9/" ? ["t/9/mine"] : []);
+    }
+    expect(await store.delete("t/9/a/secret")).toBe(false);
+    expect(await readFile(join(base, "outside", "secret.f"), "utf8")).toBe("outside the root");
+    const error = await store.put("t/9/a/planted", bytes("x")).catch((e: unknown) => e);
+    expect(isTenantryError(error, "backend_unavailable")).toBe(true);
+    expect((error as Error).message).toBe("object store put failed");
+    expect(await readdir(join(base, "outside"))).toEqual(["secret.f", "sub.d"]);
+    expect(await readdir(join(root, ".tmp"))).toEqual([]);
+  });
+
+  it("does not follow a tenant's prefix directory linked to another tenant's", async () => {
+    await symlink(join(root, "t.d", "7.d"), join(root, "t.d", "8.d"));
+    expect(await store.get("t/8/theirs")).toBeUndefined();
+    expect((await store.list("t/8/", { limit: 100 })).keys).toEqual([]);
+    expect(await store.delete("t/8/theirs")).toBe(false);
+    expect(text(await store.get("t/7/theirs"))).toBe("tenant 7's secret");
+  });
+
+  it("answers at once, with no object, for a FIFO at an object's name (no writer is waited for)", async () => {
+    const fifo = join(root, "t.d", "9.d", "pipe.f");
+    execFileSync("mkfifo", [fifo]);
+    const late = Symbol("still waiting after 2 s");
+    const within2s = <T>(p: Promise<T>) =>
+      Promise.race([p, new Promise<typeof late>((r) => setTimeout(() => r(late), 2000).unref())]);
+    try {
+      expect(await within2s(store.get("t/9/pipe"))).toBeUndefined();
+      expect(await within2s(store.get("t/9/pipe", { maxBytes: 1024 }))).toBeUndefined();
+      expect((await store.list("t/9/", { limit: 100 })).keys).toEqual(["t/9/mine"]);
+    } finally {
+      // Old code blocked a thread pool thread in open(2): a writer lets it go.
+      const writer = await open(fifo, constants.O_WRONLY | constants.O_NONBLOCK).catch(() => undefined);
+      await writer?.close();
+    }
   });
 });
 

@@ -1,13 +1,14 @@
 import { randomBytes } from "node:crypto";
-import type { Dirent } from "node:fs";
+import { constants, type Dirent, type Stats } from "node:fs";
 import {
   type FileHandle,
+  lstat,
   mkdir,
   open,
   readdir,
+  realpath,
   rename,
   rmdir,
-  stat,
   unlink,
   writeFile,
 } from "node:fs/promises";
@@ -66,6 +67,23 @@ function nameOf(segment: string, suffix: string): string {
   return encodeSegment(segment) + suffix;
 }
 
+/*
+ * Only what Tenantry wrote is an object: a regular file, reached from the root through real
+ * directories. Anything with write access to the root (another process, a restored backup) can
+ * plant a symbolic link, a FIFO or a socket there. Following a link would read or write outside
+ * the root (another tenant's prefix, /etc/passwd); opening a FIFO would wait forever for a writer.
+ * Such entries are not objects: `get` answers "no object", as `list` (which never shows them)
+ * implies, and `delete` removes at most the entry itself. Not `backend_unavailable`: that invites
+ * retries of something that will not heal. A write through a linked directory is refused with
+ * `backend_unavailable` (the path only in the cause, for the server's log). Tool code learns no
+ * path either way.
+ */
+const OPEN_OBJECT = constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK;
+/** open(2) with O_NOFOLLOW on a link (ELOOP), a socket (ENXIO), a missing name or directory. */
+const NOT_AN_OBJECT = new Set(["ELOOP", "ENXIO", "ENOENT", "ENOTDIR", "ENAMETOOLONG"]);
+/** A path that names nothing (any more): the object, or a directory on the way, is gone. */
+const GONE = new Set(["ENOENT", "ENOTDIR", "ENAMETOOLONG"]);
+
 function errno(error: unknown): string | undefined {
   return (error as NodeJS.ErrnoException | undefined)?.code;
 }
@@ -123,22 +141,25 @@ export class FsObjectStore implements ObjectStore {
 
   async put(fullKey: string, body: Uint8Array, _contentType?: string): Promise<void> {
     const file = this.#fileFor(fullKey);
-    const tmpDir = this.#resolve([TMP_DIR]);
-    await io("put", () => this.#write(tmpDir, file, body));
+    await io("put", () => this.#write(file, (tmp) => writeFile(tmp, body, { flag: "wx" })));
   }
 
   /** Writes a temp file, then renames it into place: readers see the old object or the new one. */
-  async #write(tmpDir: string, file: string, body: Uint8Array): Promise<void> {
+  async #write(file: string, writeTmp: (tmp: string) => Promise<void>): Promise<void> {
+    const tmpDir = this.#resolve([TMP_DIR]);
     await mkdir(tmpDir, { recursive: true });
+    // A linked .tmp would have the sweep below delete old files wherever it points.
+    await this.#mustBeDirect(tmpDir);
     this.#swept ??= sweepStale(tmpDir, Date.now() - STALE_TMP_MS);
     await this.#swept;
     const tmp = path.join(tmpDir, randomBytes(12).toString("hex"));
     try {
-      await writeFile(tmp, body);
+      await writeTmp(tmp);
       // A concurrent delete may prune the (then empty) parent between mkdir and rename: retry.
       for (let attempt = 1; ; attempt++) {
-        await mkdir(path.dirname(file), { recursive: true });
         try {
+          await mkdir(path.dirname(file), { recursive: true });
+          await this.#mustBeDirect(path.dirname(file));
           await rename(tmp, file);
           return;
         } catch (error) {
@@ -151,18 +172,66 @@ export class FsObjectStore implements ObjectStore {
     }
   }
 
+  /**
+   * Whether `dir`, a directory under the root, is reached from the root through directories only:
+   * its real path is the root's real path (the root itself may be a link, a deployment's choice)
+   * plus the same names. A link loop is not; a missing directory throws ENOENT / ENOTDIR.
+   */
+  async #direct(dir: string): Promise<boolean> {
+    try {
+      const [real, realRoot] = await Promise.all([realpath(dir), realpath(this.#root)]);
+      return real === path.join(realRoot, path.relative(this.#root, dir));
+    } catch (error) {
+      if (errno(error) === "ELOOP") return false;
+      throw error;
+    }
+  }
+
+  async #mustBeDirect(dir: string): Promise<void> {
+    if (!(await this.#direct(dir))) {
+      // The path is for the server's log (the cause); tool code sees "object store put failed".
+      throw new Error(`${dir} leads outside the storage root through a symbolic link: not written`);
+    }
+  }
+
+  /**
+   * Opens the object at `file` for reading, or `undefined` when there is no object there (see
+   * "Only what Tenantry wrote" above). Checked on the open handle, so what is read is what was
+   * checked; the parent's real path is checked after the open, so a directory swapped for a link
+   * before it is caught. Only an attacker swapping directories back and forth in the root while
+   * this runs could get past that, and one with that access can already replace any object.
+   */
+  async #openObject(file: string): Promise<{ handle: FileHandle; info: Stats } | undefined> {
+    let handle: FileHandle;
+    try {
+      handle = await open(file, OPEN_OBJECT);
+    } catch (error) {
+      if (NOT_AN_OBJECT.has(errno(error) ?? "")) return undefined;
+      throw error;
+    }
+    let keep = false;
+    try {
+      const info = await handle.stat();
+      if (!info.isFile() || !(await this.#direct(path.dirname(file)))) return undefined;
+      keep = true;
+      return { handle, info };
+    } catch (error) {
+      // Pruned by a concurrent delete between the open and the check: the object is gone.
+      if (GONE.has(errno(error) ?? "")) return undefined;
+      throw error;
+    } finally {
+      if (!keep) await handle.close();
+    }
+  }
+
   async get(fullKey: string, options: ObjectGetOptions = {}): Promise<Uint8Array | undefined> {
     const file = this.#fileFor(fullKey);
     return io("get", async () => {
-      let handle: FileHandle;
+      const opened = await this.#openObject(file);
+      if (opened === undefined) return undefined;
+      const { handle, info } = opened;
       try {
-        handle = await open(file, "r");
-      } catch (error) {
-        if (errno(error) === "ENOENT" || errno(error) === "ENOTDIR") return undefined;
-        throw error;
-      }
-      try {
-        if (options.maxBytes !== undefined) return await readBounded(handle, options.maxBytes);
+        if (options.maxBytes !== undefined) return await readBounded(handle, info.size, options.maxBytes);
         const buffer = await handle.readFile();
         return new Uint8Array(buffer.buffer, buffer.byteOffset, buffer.byteLength);
       } finally {
@@ -175,9 +244,12 @@ export class FsObjectStore implements ObjectStore {
     const file = this.#fileFor(fullKey);
     return io("delete", async () => {
       try {
+        // unlink removes a link itself, never its target; a linked directory on the way, though,
+        // would lead it outside the root.
+        if (!(await this.#direct(path.dirname(file)))) return false;
         await unlink(file);
       } catch (error) {
-        if (errno(error) === "ENOENT" || errno(error) === "ENOTDIR") return false;
+        if (GONE.has(errno(error) ?? "")) return false;
         throw error;
       }
       await this.#pruneEmptyParents(path.dirname(file));
@@ -218,9 +290,12 @@ export class FsObjectStore implements ObjectStore {
   async #walk(dir: string, keyPrefix: string, fullPrefix: string, out: string[]): Promise<void> {
     let entries: Dirent[];
     try {
+      // The walk never descends into a link (below), but the prefix names the directory it starts
+      // in, and any directory on the way there may be one.
+      if (!(await this.#direct(dir))) return;
       entries = await readdir(dir, { withFileTypes: true });
     } catch (error) {
-      if (["ENOENT", "ENOTDIR", "ENAMETOOLONG"].includes(errno(error) ?? "")) return;
+      if (GONE.has(errno(error) ?? "")) return;
       throw error;
     }
     for (const entry of entries) {
@@ -254,12 +329,11 @@ export class FsObjectStore implements ObjectStore {
 }
 
 /**
- * Reads an open file whole, but never more than `maxBytes`: the size on the handle (the file
+ * Reads an open file whole, but never more than `maxBytes`: its `size` (from the handle: the file
  * opened, even if it is renamed over meanwhile) is checked first, and the read stops one byte past
- * the limit, for a file appended to after that check or one whose size says nothing (a device).
+ * the limit, for a file appended to after that check.
  */
-async function readBounded(handle: FileHandle, maxBytes: number): Promise<Uint8Array> {
-  const { size } = await handle.stat();
+async function readBounded(handle: FileHandle, size: number, maxBytes: number): Promise<Uint8Array> {
   if (size > maxBytes) throw objectTooLarge(maxBytes, size);
   // Zeroed memory of its own (not Buffer's shared pool): tool code can reach `.buffer`.
   let buffer = new Uint8Array(Math.min(Math.max(size + 1, 16 * 1024), maxBytes + 1));
@@ -282,7 +356,7 @@ async function sweepStale(tmpDir: string, before: number): Promise<void> {
   const names = await readdir(tmpDir).catch(() => [] as string[]);
   for (const name of names) {
     const file = path.join(tmpDir, name);
-    const info = await stat(file).catch(() => undefined);
+    const info = await lstat(file).catch(() => undefined);
     if (info?.isFile() && info.mtimeMs < before) await unlink(file).catch(() => {});
   }
 }

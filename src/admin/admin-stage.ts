@@ -45,6 +45,7 @@ export function createAdminStage(d: AdminStageDeps): AdminStage {
     replica: d.replica,
     db: d.dbs.admin,
     archiveDir: c.lifecycle.archive_dir,
+    maxObjectBytes: c.storage.max_object_bytes,
     retentionDays: c.lifecycle.retention_days,
     settleMs: c.auth.multi_tenant.registry_cache_ttl_ms,
   });

@@ -32,6 +32,8 @@ export interface TenantServiceDeps {
   db: Database;
   /** `[lifecycle] archive_dir`. */
   archiveDir: string;
+  /** `[storage] max_object_bytes`: bounds archiving from an object store that cannot stream. */
+  maxObjectBytes?: number;
   /** `[lifecycle] retention_days`: how long a deprovisioned tenant's data is kept before purge. */
   retentionDays: number;
   /**
@@ -121,7 +123,12 @@ export class TenantService {
   constructor(deps: TenantServiceDeps) {
     this.#d = deps;
     this.#store = deps.registry.store;
-    this.#data = new TenantData({ db: deps.db, isolation: deps.isolation, objects: deps.objects });
+    this.#data = new TenantData({
+      db: deps.db,
+      isolation: deps.isolation,
+      objects: deps.objects,
+      ...(deps.maxObjectBytes !== undefined ? { maxObjectBytes: deps.maxObjectBytes } : {}),
+    });
     this.#now = deps.now ?? Date.now;
   }
 

@@ -1,8 +1,9 @@
 import { createHash } from "node:crypto";
-import { createReadStream } from "node:fs";
+import { createReadStream, createWriteStream } from "node:fs";
 import { mkdir, open, readFile, rename, rm, writeFile } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { createInterface } from "node:readline";
+import { pipeline } from "node:stream/promises";
 import type { Database, Queryable } from "../db/database.js";
 import { TenantryError } from "../errors.js";
 import { type TenantRecord, tenantToJson } from "../tenancy/tenant.js";
@@ -30,13 +31,18 @@ export interface TenantDataDeps {
   db: Database;
   isolation: DataIsolation;
   objects: ObjectStore;
+  /**
+   * `[storage] max_object_bytes`: the largest object archived from a store without
+   * {@link ObjectStore.getStream}, which must be read whole (default 10 MiB). Streaming stores
+   * (fs, S3) archive objects of any size, a chunk at a time.
+   */
+  maxObjectBytes?: number;
 }
 
 const FETCH_ROWS = 500;
+const DEFAULT_MAX_OBJECT_BYTES = 10 * 1024 * 1024;
 const INSERT_BATCH_BYTES = 4 * 1024 * 1024;
 const BIND = "SELECT set_config('app.tenant_id', $1, true)";
-
-const sha256 = (bytes: Uint8Array | string) => createHash("sha256").update(bytes).digest("hex");
 
 /**
  * One tenant's data, whole: archive it (rows of every tenant table and every object under its
@@ -145,15 +151,50 @@ export class TenantData {
       );
       for (const full of page.keys) {
         if (!full.startsWith(prefix)) continue;
-        const body = await this.#d.objects.get(full);
-        if (body === undefined) continue; // deleted while listing
         const file = `objects/${String(out.length).padStart(6, "0")}`;
-        await writeFile(join(dir, file), body, { flag: "wx", mode: 0o600 });
-        out.push({ key: full.slice(prefix.length), file, bytes: body.byteLength, sha256: sha256(body) });
+        const copied = await this.#copyObject(full, join(dir, file));
+        if (copied === undefined) continue; // deleted while listing
+        out.push({ key: full.slice(prefix.length), file, ...copied });
       }
       cursor = page.nextCursor;
     } while (cursor !== undefined);
     return out;
+  }
+
+  /**
+   * Copies one object into the new archive file `file`, hashing as it goes; `undefined` when the
+   * object is gone. Streamed when the store can: an object planted in the bucket or directory,
+   * whatever its size, never sits in memory whole. A store without `getStream` is read whole,
+   * bounded by `max_object_bytes`: a larger object fails the archive (and the deprovision, which
+   * leaves the tenant suspended) with `payload_too_large`.
+   */
+  async #copyObject(full: string, file: string): Promise<{ bytes: number; sha256: string } | undefined> {
+    const store = this.#d.objects;
+    const body =
+      store.getStream !== undefined
+        ? await store.getStream(full)
+        : await store.get(full, { maxBytes: this.#d.maxObjectBytes ?? DEFAULT_MAX_OBJECT_BYTES });
+    if (body === undefined) return undefined;
+    const hash = createHash("sha256");
+    let bytes = 0;
+    const source: AsyncIterable<Uint8Array> =
+      body instanceof Uint8Array
+        ? (async function* () {
+            yield body;
+          })()
+        : body;
+    await pipeline(
+      source,
+      async function* (chunks: AsyncIterable<Uint8Array>) {
+        for await (const chunk of chunks) {
+          hash.update(chunk);
+          bytes += chunk.byteLength;
+          yield chunk;
+        }
+      },
+      createWriteStream(file, { flags: "wx", mode: 0o600 }),
+    );
+    return { bytes, sha256: hash.digest("hex") };
   }
 
   /**
@@ -241,12 +282,16 @@ export class TenantData {
       }
     });
     const prefix = storagePrefixForKey(record.key);
+    const store = this.#d.objects;
     for (const o of manifest.objects) {
-      const body = await readFile(join(archivePath, o.file));
-      await this.#d.objects.put(
-        prefix + o.key,
-        new Uint8Array(body.buffer, body.byteOffset, body.byteLength),
-      );
+      const file = join(archivePath, o.file);
+      if (store.putStream !== undefined) {
+        // One chunk at a time, whatever the object's size; readArchive checked size and sha256.
+        await store.putStream(prefix + o.key, createReadStream(file), { size: o.bytes, sha256: o.sha256 });
+      } else {
+        const body = await readFile(file);
+        await store.put(prefix + o.key, new Uint8Array(body.buffer, body.byteOffset, body.byteLength));
+      }
     }
     return { skipped };
   }

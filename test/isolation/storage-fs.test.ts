@@ -209,6 +209,7 @@ describe("FsObjectStore and what it did not write: links, FIFOs", () => {
     for (const key of ["passwd", "theirs", "zero"]) {
       expect(await store.get(`t/9/${key}`)).toBeUndefined();
       expect(await store.get(`t/9/${key}`, { maxBytes: 1024 })).toBeUndefined();
+      expect(await store.getStream(`t/9/${key}`)).toBeUndefined();
     }
     expect((await store.list("t/9/", { limit: 100 })).keys).toEqual(["t/9/mine"]);
     // Delete removes the link itself, never what it points to.
@@ -221,6 +222,7 @@ describe("FsObjectStore and what it did not write: links, FIFOs", () => {
     await symlink(join(base, "outside"), join(root, "t.d", "9.d", "a.d"));
     expect(await store.get("t/9/a/secret")).toBeUndefined();
     expect(await store.get("t/9/a/sub/deep", { maxBytes: 1024 })).toBeUndefined();
+    expect(await store.getStream("t/9/a/secret")).toBeUndefined();
     for (const prefix of ["t/9/a/", "t/9/a/s", "t/9/a/sub/", "t/9/"]) {
       expect((await store.list(prefix, { limit: 100 })).keys).toEqual(prefix === "t/9/" ? ["t/9/mine"] : []);
     }
@@ -250,6 +252,7 @@ describe("FsObjectStore and what it did not write: links, FIFOs", () => {
     try {
       expect(await within2s(store.get("t/9/pipe"))).toBeUndefined();
       expect(await within2s(store.get("t/9/pipe", { maxBytes: 1024 }))).toBeUndefined();
+      expect(await within2s(store.getStream("t/9/pipe"))).toBeUndefined();
       expect((await store.list("t/9/", { limit: 100 })).keys).toEqual(["t/9/mine"]);
     } finally {
       // Old code blocked a thread pool thread in open(2): a writer lets it go.

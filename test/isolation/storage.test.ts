@@ -1,3 +1,4 @@
+import { createHash, randomBytes } from "node:crypto";
 import { mkdtemp, readdir, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -231,6 +232,23 @@ describe.each([fsBackend(), s3Backend()])("tenant storage on $name", (backend) =
     const large = new Uint8Array(64 * 1024).map((_, i) => (i * 7) % 256);
     await store.put(`${storagePrefixForKey("9")}large`, large);
     expect(await big.get("large")).toEqual(large);
+  });
+
+  it("streams objects in and out (archives): bytes intact, a missing object is undefined, keys validated", async () => {
+    const body = randomBytes(300 * 1024);
+    const chunks = async function* () {
+      for (let at = 0; at < body.length; at += 64 * 1024) yield body.subarray(at, at + 64 * 1024);
+    };
+    const sha256 = createHash("sha256").update(body).digest("hex");
+    await store.putStream?.("t/1/streamed", chunks(), { size: body.length, sha256 });
+    const out: Buffer[] = [];
+    for await (const chunk of (await store.getStream?.("t/1/streamed")) ?? []) out.push(Buffer.from(chunk));
+    expect(Buffer.concat(out).equals(body)).toBe(true);
+    expect(Buffer.from((await store.get("t/1/streamed")) ?? []).equals(body)).toBe(true);
+    expect(await store.getStream?.("t/1/missing")).toBeUndefined();
+    await expect(store.getStream?.("t/1/../x")).rejects.toEqual(invalidKey);
+    await expect(store.putStream?.("/abs", chunks())).rejects.toEqual(invalidKey);
+    expect(await allKeys(store)).toEqual(["t/1/streamed"]);
   });
 
   it("deletePrefix removes one tenant's objects and no other's", async () => {

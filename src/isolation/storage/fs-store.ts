@@ -1,5 +1,5 @@
 import { randomBytes } from "node:crypto";
-import { constants, type Dirent, type Stats } from "node:fs";
+import { constants, createWriteStream, type Dirent, type Stats } from "node:fs";
 import {
   type FileHandle,
   lstat,
@@ -13,6 +13,7 @@ import {
   writeFile,
 } from "node:fs/promises";
 import * as path from "node:path";
+import { pipeline } from "node:stream/promises";
 import { isTenantryError, TenantryError } from "../../errors.js";
 import { compareStorageKeys, validateStorageKey, validateStoragePrefix } from "./keys.js";
 import {
@@ -20,6 +21,7 @@ import {
   type ObjectGetOptions,
   type ObjectListOptions,
   type ObjectListPage,
+  type ObjectPutStreamOptions,
   type ObjectStore,
   objectTooLarge,
 } from "./object-store.js";
@@ -144,6 +146,17 @@ export class FsObjectStore implements ObjectStore {
     await io("put", () => this.#write(file, (tmp) => writeFile(tmp, body, { flag: "wx" })));
   }
 
+  async putStream(
+    fullKey: string,
+    body: AsyncIterable<Uint8Array>,
+    _options?: ObjectPutStreamOptions,
+  ): Promise<void> {
+    const file = this.#fileFor(fullKey);
+    await io("put", () =>
+      this.#write(file, (tmp) => pipeline(body, createWriteStream(tmp, { flags: "wx" }))),
+    );
+  }
+
   /** Writes a temp file, then renames it into place: readers see the old object or the new one. */
   async #write(file: string, writeTmp: (tmp: string) => Promise<void>): Promise<void> {
     const tmpDir = this.#resolve([TMP_DIR]);
@@ -238,6 +251,13 @@ export class FsObjectStore implements ObjectStore {
         await handle.close();
       }
     });
+  }
+
+  async getStream(fullKey: string): Promise<AsyncIterable<Uint8Array> | undefined> {
+    const file = this.#fileFor(fullKey);
+    const opened = await io("get", () => this.#openObject(file));
+    // The stream closes the handle when it ends, fails or is destroyed.
+    return opened?.handle.createReadStream();
   }
 
   async delete(fullKey: string): Promise<boolean> {

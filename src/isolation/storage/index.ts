@@ -7,7 +7,13 @@ export {
   validateStorageKey,
   validateStoragePrefix,
 } from "./keys.js";
-export type { ObjectGetOptions, ObjectListOptions, ObjectListPage, ObjectStore } from "./object-store.js";
+export type {
+  ObjectGetOptions,
+  ObjectListOptions,
+  ObjectListPage,
+  ObjectPutStreamOptions,
+  ObjectStore,
+} from "./object-store.js";
 export { S3ObjectStore, type S3ObjectStoreOptions } from "./s3-store.js";
 export {
   type StorageLogger,

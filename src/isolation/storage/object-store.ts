@@ -14,6 +14,22 @@ export interface ObjectStore {
    * memory: objects can reach the backend by other means than Tenantry's capped `put`.
    */
   get(fullKey: string, options?: ObjectGetOptions): Promise<Uint8Array | undefined>;
+  /**
+   * Optional: the object's bytes as a stream, or `undefined` when there is none, so that a caller
+   * copying objects of any size (archiving) holds one chunk at a time. The caller reads it to the
+   * end or stops early (`break` / `return()` on the iterator), which releases it. Without it,
+   * callers fall back to {@link get}, bounded by `max_object_bytes`.
+   */
+  getStream?(fullKey: string): Promise<AsyncIterable<Uint8Array> | undefined>;
+  /**
+   * Optional: stores the bytes `body` yields as {@link put} does, holding one chunk at a time
+   * (restoring archives). Without it, callers read the body whole and call {@link put}.
+   */
+  putStream?(
+    fullKey: string,
+    body: AsyncIterable<Uint8Array>,
+    options?: ObjectPutStreamOptions,
+  ): Promise<void>;
   /** Deletes the object; `true` when it existed. */
   delete(fullKey: string): Promise<boolean>;
   /**
@@ -30,6 +46,14 @@ export interface ObjectStore {
 export interface ObjectGetOptions {
   /** Largest object to read, in bytes (`[storage] max_object_bytes`). */
   maxBytes?: number;
+}
+
+export interface ObjectPutStreamOptions {
+  /** The body's length in bytes, when known (S3 needs it to send a stream as one PUT). */
+  size?: number;
+  /** The body's SHA-256 (hex), when known: a backend that can (S3) has the server verify it. */
+  sha256?: string;
+  contentType?: string;
 }
 
 /**

@@ -1,4 +1,4 @@
-import type { Readable } from "node:stream";
+import { Readable } from "node:stream";
 import {
   DeleteObjectCommand,
   DeleteObjectsCommand,
@@ -16,6 +16,7 @@ import {
   type ObjectGetOptions,
   type ObjectListOptions,
   type ObjectListPage,
+  type ObjectPutStreamOptions,
   type ObjectStore,
   objectTooLarge,
 } from "./object-store.js";
@@ -136,6 +137,48 @@ export class S3ObjectStore implements ObjectStore {
           throw objectTooLarge(max, out.ContentLength);
         }
         return readBounded(body, max);
+      },
+      () => undefined,
+    );
+  }
+
+  async putStream(
+    fullKey: string,
+    body: AsyncIterable<Uint8Array>,
+    options: ObjectPutStreamOptions = {},
+  ): Promise<void> {
+    const Key = validateStorageKey(fullKey);
+    const { size, sha256, contentType } = options;
+    const stream = Readable.from(body, { objectMode: false });
+    try {
+      await this.#call("put", () =>
+        this.#client.send(
+          new PutObjectCommand({
+            Bucket: this.#bucket,
+            Key,
+            Body: stream,
+            // A stream of known length goes as one PUT; S3 refuses a PUT over 5 GiB.
+            ...(size !== undefined ? { ContentLength: size } : {}),
+            ...(sha256 !== undefined
+              ? { ChecksumSHA256: Buffer.from(sha256, "hex").toString("base64") }
+              : {}),
+            ContentType: contentType,
+          }),
+        ),
+      );
+    } finally {
+      stream.destroy();
+    }
+  }
+
+  async getStream(fullKey: string): Promise<AsyncIterable<Uint8Array> | undefined> {
+    const Key = validateStorageKey(fullKey);
+    return this.#call(
+      "get",
+      async (): Promise<AsyncIterable<Uint8Array>> => {
+        const out = await this.#client.send(new GetObjectCommand({ Bucket: this.#bucket, Key }));
+        // In Node the body is the response stream itself, read as the caller reads it.
+        return (out.Body as unknown as Readable | undefined) ?? Readable.from([]);
       },
       () => undefined,
     );

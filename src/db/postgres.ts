@@ -82,12 +82,27 @@ export class PostgresDatabase implements Database {
   }
 
   async query<R extends Row = Row>(text: string, params: readonly unknown[] = []): Promise<QueryResult<R>> {
-    const result = await this.#pool.query<R>(text, params as unknown[]);
+    // A Query of our own, as pg would make from (text, params): one object either way, and the
+    // catch below can tell whether a connection ever took it.
+    const statement = new pg.Query<R>(text, params as unknown[]);
+    let result: pg.QueryResult<R>;
+    try {
+      result = (await this.#pool.query(
+        statement as unknown as pg.QueryConfig,
+      )) as unknown as pg.QueryResult<R>;
+    } catch (error) {
+      throw undispatched(statement, error);
+    }
     return { rows: result.rows, rowCount: result.rowCount ?? result.rows.length };
   }
 
   async exec(sql: string): Promise<void> {
-    await this.#pool.query(sql);
+    const statement = new pg.Query(sql);
+    try {
+      await this.#pool.query(statement as unknown as pg.QueryConfig);
+    } catch (error) {
+      throw undispatched(statement, error);
+    }
   }
 
   /** `binding` and the statement in one write, one implicit transaction, one round trip. */
@@ -96,9 +111,15 @@ export class PostgresDatabase implements Database {
     text: string,
     params: readonly unknown[] = [],
   ): Promise<QueryResult<R>> {
-    const results = (await this.#pool.query(
-      new BoundStatement(binding, text, params) as unknown as pg.QueryConfig,
-    )) as unknown as pg.QueryResult<R>[];
+    const statement = new BoundStatement(binding, text, params);
+    let results: pg.QueryResult<R>[];
+    try {
+      results = (await this.#pool.query(
+        statement as unknown as pg.QueryConfig,
+      )) as unknown as pg.QueryResult<R>[];
+    } catch (error) {
+      throw undispatched(statement, error);
+    }
     const result = results[1] ?? results[0]!; // the binding's, the statement's, then the resets'
     return { rows: result.rows, rowCount: result.rowCount ?? result.rows.length };
   }
@@ -108,8 +129,7 @@ export class PostgresDatabase implements Database {
     options: TransactionOptions = {},
   ): Promise<T> {
     const client = await this.#pool.connect().catch((error: unknown) => {
-      // No connection within CONNECTION_WAIT_MS (the pool busy), or PostgreSQL unreachable.
-      throw new TenantryError("service_unavailable", "no database connection is available", { cause: error });
+      throw noConnection(error);
     });
     let broken = false;
     // pg-pool listens for errors of idle clients only. A checked-out connection that dies (a
@@ -234,6 +254,24 @@ export class PostgresDatabase implements Database {
     this.#listeners.clear();
     await this.#pool.end();
   }
+}
+
+/** No connection within CONNECTION_WAIT_MS (the pool busy, or PostgreSQL silent), or PostgreSQL unreachable. */
+function noConnection(cause: unknown): TenantryError {
+  return new TenantryError("service_unavailable", "no database connection is available", { cause });
+}
+
+/**
+ * The error of a statement sent through `pool.query`, which connects and runs in one call and
+ * rejects with pg-pool's raw error either way: mapped as {@link PostgresDatabase.transaction} maps
+ * its `pool.connect()` when no connection ever took the statement, left as it is otherwise (the
+ * statement's own error, or the stall watch's `backend_unavailable`). pg sets a statement's
+ * `callback` when a client takes it (pg/lib/client.js `query`), so telling costs nothing on the
+ * path that succeeds.
+ */
+function undispatched(statement: pg.Query | BoundStatement, error: unknown): unknown {
+  const taken = (statement as unknown as { callback?: unknown }).callback !== undefined;
+  return taken || isTenantryError(error) ? error : noConnection(error);
 }
 
 /**

@@ -213,6 +213,38 @@ describe.skipIf(!pgUp)("PostgresDatabase when PostgreSQL stops answering", () =>
     }
   });
 
+  it("a statement no connection takes fails with service_unavailable after the connection wait, as a transaction does", async () => {
+    const db = open(2);
+    try {
+      proxy.stall(); // no connection is open yet: opening one waits on silence
+      const calls = {
+        query: db.query("SELECT 1 AS n"),
+        exec: db.exec("SELECT 1"),
+        bound: db.bound!(binding, "SELECT 1 AS n"), // `transaction: "statement"` tools
+        transaction: db.transaction(async (tx) => (await tx.query("SELECT 1 AS n")).rows),
+      };
+      const results = await Promise.all(
+        Object.values(calls).map((call) => outcome(call, CONNECTION_WAIT_MS + 3000)),
+      );
+      for (const [i, result] of results.entries()) {
+        expect({ call: Object.keys(calls)[i], error: result.error }).toMatchObject({
+          error: { name: "TenantryError", code: "service_unavailable" },
+        });
+        expect(result.ms).toBeGreaterThanOrEqual(CONNECTION_WAIT_MS - 50);
+        expect(result.ms).toBeLessThan(CONNECTION_WAIT_MS + 1500);
+      }
+      proxy.resume();
+      // A statement that reached PostgreSQL keeps its own error.
+      expect(await outcome(db.query("SELECT no_such_column"))).toMatchObject({ error: { code: "42703" } });
+      expect(await outcome(db.bound!(binding, "SELECT no_such_column"))).toMatchObject({
+        error: { code: "42703" },
+      });
+      expect((await db.bound!(binding, "SELECT 2 AS n")).rows).toEqual([{ n: 2 }]);
+    } finally {
+      await db.close();
+    }
+  }, 15_000);
+
   it("LISTEN against a server that never answers fails with backend_unavailable, within the connection wait", async () => {
     const db = open();
     try {

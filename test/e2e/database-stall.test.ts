@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { CONNECTION_WAIT_MS } from "../../src/db/postgres.js";
 import { clientDeadlineMs } from "../../src/db/stall-watch.js";
 import { startTestIssuer, type TestIssuer } from "../../src/testing/test-issuer.js";
 import { notesCreate, notesList, notesMigrations } from "../../src/tools/demo/notes.js";
@@ -95,6 +96,25 @@ describe.skipIf(!pgUp)("tool calls when PostgreSQL stops answering", () => {
         ["acme", "globex", "acme", "globex"].map(async (t) => ({ t, titles: titlesOf(await call(t, tool)) })),
       );
       for (const { t, titles } of again) expect(titles).toEqual([`${t}-note`]);
+    }, 30_000);
+
+    it(`${tool}: a call that must open a connection while PostgreSQL is silent fails with service_unavailable`, async () => {
+      // Every connection of the pool in use, then lost to the deadline: the next call must connect.
+      await Promise.all(["acme", "globex"].map((t) => call(t, tool)));
+      proxy.stall();
+      const lost = await Promise.all(["acme", "globex"].map((t) => call(t, tool)));
+      for (const r of lost) expect(r.body.result).toMatchObject({ isError: true });
+      const started = performance.now();
+      const connecting = await call("acme", tool);
+      const ms = performance.now() - started;
+      proxy.resume();
+      expect(connecting.status).toBe(200);
+      expect(connecting.body.result).toMatchObject({
+        isError: true,
+        content: [{ type: "text", text: expect.stringMatching(/^service_unavailable: /) }],
+      });
+      expect(ms).toBeLessThan(CONNECTION_WAIT_MS + 1500);
+      expect(titlesOf(await call("acme", tool))).toEqual(["acme-note"]);
     }, 30_000);
   }
 });

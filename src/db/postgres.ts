@@ -20,6 +20,19 @@ export const CONNECTION_WAIT_MS = 5000;
  */
 const KEEPALIVE_IDLE_MS = 10_000;
 
+/**
+ * How often the LISTEN connection sends `SELECT 1`. An idle listener waits on nothing, so neither
+ * the stall watch nor keepalive notices a PostgreSQL that went silent with the connection up (a
+ * hung primary; keepalive only notices a vanished peer, after minutes of probes): it stays deaf,
+ * and every replica's cached registry entries go stale up to their TTL after each write. The
+ * heartbeat is what the stall watch bounds: a silent listener is closed within this plus the
+ * client-side deadline, reconnects, and the registry drops its cache. Fixed, not derived from the
+ * registry TTL: while the listener is deaf the TTL (1 s by default, 60 s at most) still bounds how
+ * stale an entry gets, so the heartbeat only shortens how long that lasts; 10 s keeps it well
+ * under the longest TTL for one trivial statement per replica every 10 s.
+ */
+export const LISTEN_HEARTBEAT_MS = 10_000;
+
 export interface PostgresOptions {
   poolSize: number;
   /**
@@ -34,6 +47,8 @@ export interface PostgresOptions {
    */
   idleInTransactionTimeoutMs?: number;
   applicationName?: string;
+  /** How often the LISTEN connection checks that PostgreSQL answers (tests). Default {@link LISTEN_HEARTBEAT_MS}. */
+  listenHeartbeatMs?: number;
 }
 
 /**
@@ -55,12 +70,15 @@ export class PostgresDatabase implements Database {
   readonly kind = "postgres" as const;
   readonly #pool: pg.Pool;
   readonly #url: string;
-  readonly #listeners = new Set<pg.Client>();
+  /** The stop function of every listener in service. */
+  readonly #listeners = new Set<() => Promise<void>>();
   readonly #watch: StallWatch;
+  readonly #heartbeatMs: number;
 
   constructor(url: string, options: PostgresOptions) {
     this.#url = url;
     this.#watch = new StallWatch(clientDeadlineMs(options.statementTimeoutMs));
+    this.#heartbeatMs = options.listenHeartbeatMs ?? LISTEN_HEARTBEAT_MS;
     this.#pool = new pg.Pool({
       connectionString: url,
       max: options.poolSize,
@@ -192,11 +210,32 @@ export class PostgresDatabase implements Database {
     }
   }
 
-  /** LISTEN on a dedicated connection that reconnects after errors. */
+  /**
+   * LISTEN on a dedicated connection that reconnects after errors, and after its heartbeat (see
+   * {@link LISTEN_HEARTBEAT_MS}) went unanswered. `onPayload("*")` follows every connect: a
+   * listener that reconnects may have missed notifications.
+   */
   async listen(channel: string, onPayload: (payload: string) => void): Promise<() => Promise<void>> {
     let stopped = false;
-    let client: pg.Client | undefined;
-    let timer: NodeJS.Timeout | undefined;
+    let served = false; // the first attempt succeeded: from then on failures retry, unseen by the caller
+    let client: pg.Client | undefined; // the connection in service
+    let retry: NodeJS.Timeout | undefined;
+    let heartbeat: NodeJS.Timeout | undefined;
+    const close = (c: pg.Client) => {
+      this.#watch.delete(c);
+      c.end().catch(() => {});
+    };
+    const retryLater = () => {
+      if (!stopped) retry = setTimeout(() => void connect().catch(() => {}), 1000);
+    };
+    // The connection in service failed ('error', or its heartbeat did): once per connection.
+    const lost = (c: pg.Client) => {
+      if (client !== c) return;
+      client = undefined;
+      clearInterval(heartbeat);
+      close(c);
+      retryLater();
+    };
     const connect = async (): Promise<void> => {
       const c = new pg.Client({
         connectionString: this.#url,
@@ -208,50 +247,63 @@ export class PostgresDatabase implements Database {
       c.on("notification", (msg) => {
         if (msg.channel === channel) onPayload(msg.payload ?? "");
       });
-      c.on("error", () => {
-        this.#listeners.delete(c);
-        this.#watch.delete(c);
-        c.end().catch(() => {});
-        // The listener in service reconnects from here; an attempt that fails does from its catch.
-        if (client === c && !stopped) timer = setTimeout(() => void connect().catch(() => {}), 1000);
-      });
+      // An attempt's own errors are its catch's; an unheard 'error' would end the process.
+      c.on("error", () => lost(c));
       try {
         await c.connect();
-        this.#watch.add(c); // bounds the LISTEN below (an idle listener waits on nothing)
+        this.#watch.add(c); // bounds the LISTEN below and every heartbeat
         await c.query(`LISTEN "${channel.replaceAll('"', '""')}"`);
       } catch (error) {
-        this.#watch.delete(c);
-        c.end().catch(() => {});
+        close(c);
         // The first attempt fails the caller, who has nothing to stop a retry with: retry only reconnects.
-        if (!client) {
+        if (!served) {
           throw isTenantryError(error)
             ? error
             : new TenantryError("backend_unavailable", `cannot LISTEN on ${channel}`, { cause: error });
         }
-        if (!stopped) timer = setTimeout(() => void connect().catch(() => {}), 1000);
+        retryLater();
         return;
       }
+      if (stopped) {
+        close(c); // stopped while this reconnect was under way
+        return;
+      }
+      served = true;
       client = c;
-      this.#listeners.add(c);
-      // A reconnect may have missed notifications: tell the listener to drop everything.
+      let beating = false; // one heartbeat at a time: the watch ends one that goes unanswered
+      heartbeat = setInterval(() => {
+        if (beating) return;
+        beating = true;
+        c.query("SELECT 1").then(
+          () => {
+            beating = false;
+          },
+          () => lost(c),
+        );
+      }, this.#heartbeatMs);
+      heartbeat.unref();
       onPayload("*");
     };
     await connect();
-    return async () => {
+    const stop = async () => {
       stopped = true;
-      if (timer) clearTimeout(timer);
-      if (client) {
-        this.#listeners.delete(client);
-        this.#watch.delete(client);
-        await client.end().catch(() => {});
+      this.#listeners.delete(stop);
+      clearTimeout(retry);
+      clearInterval(heartbeat);
+      const c = client;
+      client = undefined;
+      if (c) {
+        this.#watch.delete(c);
+        await c.end().catch(() => {});
       }
     };
+    this.#listeners.add(stop);
+    return stop;
   }
 
   async close(): Promise<void> {
+    for (const stop of [...this.#listeners]) await stop();
     this.#watch.close();
-    for (const c of this.#listeners) await c.end().catch(() => {});
-    this.#listeners.clear();
     await this.#pool.end();
   }
 }

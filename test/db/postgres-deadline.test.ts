@@ -48,6 +48,17 @@ function expectDeadline(result: Outcome, sentAt = 0): void {
   expect(result.ms).toBeLessThan(LATEST_MS + sentAt);
 }
 
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** Waits until `ready()` holds, checking every 50 ms; fails after `ms`. */
+async function until(ready: () => boolean | Promise<boolean>, ms: number): Promise<void> {
+  const end = performance.now() + ms;
+  while (!(await ready())) {
+    if (performance.now() > end) throw new Error(`not ready after ${ms} ms`);
+    await sleep(50);
+  }
+}
+
 async function withSuperuser<T>(fn: (su: pg.Client) => Promise<T>): Promise<T> {
   const su = new pg.Client({ connectionString: PG_SUPER_URL });
   await su.connect();
@@ -244,6 +255,52 @@ describe.skipIf(!pgUp)("PostgresDatabase when PostgreSQL stops answering", () =>
       await db.close();
     }
   }, 15_000);
+
+  it("a LISTEN connection that goes silent is closed by its heartbeat's deadline, reconnects once PostgreSQL answers, and hears NOTIFYs again", async () => {
+    const db = new PostgresDatabase(proxy.via(testDb().adminUrl), {
+      poolSize: 1,
+      statementTimeoutMs: STATEMENT_TIMEOUT_MS,
+      listenHeartbeatMs: 100,
+    });
+    const listenerPids = () =>
+      withSuperuser(async (su) => {
+        const r = await su.query<{ pid: number }>(
+          "SELECT pid FROM pg_stat_activity WHERE datname = $1 AND application_name = 'tenantry-listen'",
+          [testDb().name],
+        );
+        return r.rows.map((row) => row.pid);
+      });
+    const heard: string[] = [];
+    const stop = await db.listen("heartbeat_test", (payload) => heard.push(payload));
+    try {
+      expect(heard).toEqual(["*"]); // connected
+      const [before] = await listenerPids();
+      expect(before).toEqual(expect.any(Number));
+      proxy.stall();
+      // A heartbeat is sent within 100 ms and goes unanswered: the deadline closes the connection.
+      await sleep(LATEST_MS + 200);
+      expect(heard).toEqual(["*"]);
+      proxy.resume();
+      // The listener reconnects by itself (the registry drops its whole cache on "*")...
+      await until(() => heard.length === 2, 5000);
+      expect(heard).toEqual(["*", "*"]);
+      await until(async () => {
+        const pids = await listenerPids();
+        return pids.length === 1 && pids[0] !== before;
+      }, 5000);
+      // ...and hears what is sent after, once.
+      const notifier = new pg.Client({ connectionString: testDb().adminUrl }); // not through the proxy
+      await notifier.connect();
+      await notifier.query("SELECT pg_notify('heartbeat_test', 'after')").finally(() => notifier.end());
+      await until(() => heard.includes("after"), 5000);
+      await sleep(300);
+      expect(heard).toEqual(["*", "*", "after"]);
+    } finally {
+      proxy.resume();
+      await stop();
+      await db.close();
+    }
+  }, 20_000);
 
   it("LISTEN against a server that never answers fails with backend_unavailable, within the connection wait", async () => {
     const db = open();

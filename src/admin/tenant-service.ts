@@ -107,6 +107,16 @@ function checkFields(
 
 const DAY_MS = 86_400_000;
 
+/** `provisioning_step` of a deprovisioned tenant a purge has claimed (see {@link TenantService.purge}). */
+const PURGING = "purging";
+
+/**
+ * A purge's claim younger than this is taken to be live: other purges (every replica runs the
+ * purge job) leave the tenant to it. An older one was left by a purge that died, and the next purge
+ * takes it over. Erasing is idempotent, so a live purge slower than this loses only its last step.
+ */
+const PURGE_CLAIM_MS = 10 * 60_000;
+
 /**
  * Tenant operations shared by the CLI, the admin REST API and the admin tools. Each action is
  * written to the audit log first; if that write fails, the action does not happen.
@@ -325,6 +335,26 @@ export class TenantService {
    * Purges deprovisioned tenants whose `purge_after` has passed (every deprovisioned tenant with
    * `now: true`): deletes their rows (or drops their schema), their objects and storage marker,
    * and their registry row. Archives are kept. One tenant's failure does not stop the others.
+   *
+   * Purge and restore of one tenant may overlap (the purge job runs unattended on every replica),
+   * and both erase the tenant's data; restore then writes it again. So that a purge never erases
+   * what a restore wrote, nor removes a tenant a restore reported restored, a purge first claims
+   * the tenant: a compare-and-set on the version it read, still `deprovisioned`, that marks it
+   * `provisioning_step = "purging"`. Only then does it write its audit event and erase; its final
+   * delete is conditional on the claim's version. Every interleaving then ends one way or the other:
+   * - restore wrote first (it read the tenant before the claim and moved it to `provisioning`):
+   *   the claim fails and this purge leaves the tenant alone, writing nothing, not even an event;
+   * - the claim came first: a restore that reads the tenant afterwards refuses to start
+   *   (`invalid_argument`, nothing written), and one that read it before fails its own first
+   *   compare-and-set (its `ok` event is followed by an `error` one, as every lost race's), so no
+   *   restore writes data while a purge may still erase. The purge completes; the restore can be
+   *   run again and re-creates the tenant (the purged path, with a new key).
+   * If erasing fails, or the audit write does, the claim is released and the tenant stays
+   * deprovisioned (retried next time). A claim left by a purge that died is finished by the next
+   * purge once it is {@link PURGE_CLAIM_MS} old, whatever `purge_after` says (a restore waits until
+   * then). If anything else wrote the tenant during the erase (an `update`), its data is gone but
+   * its row is kept, still claimed: that is a failure, recorded in the audit log, and a later purge
+   * finishes it.
    */
   async purge(actor: Actor, options: { now?: boolean } = {}): Promise<PurgeResult> {
     const due: TenantRecord[] = [];
@@ -336,7 +366,12 @@ export class TenantService {
         ...(after ? { after } : {}),
       });
       for (const r of page)
-        if (options.now || (r.purgeAfter !== null && r.purgeAfter.getTime() <= at)) due.push(r);
+        if (
+          options.now ||
+          r.provisioningStep === PURGING ||
+          (r.purgeAfter !== null && r.purgeAfter.getTime() <= at)
+        )
+          due.push(r);
       if (page.length < 500) break;
       after = page.at(-1)!.id;
     }
@@ -346,15 +381,44 @@ export class TenantService {
         // The list may be old by now: a tenant restored since is active again and must be left alone.
         const record = await this.#store.get(listed.id);
         if (record?.status !== "deprovisioned" || record.archivePath !== listed.archivePath) continue;
-        await this.#audit(actor, "tenant.purge", record.id, {
-          archive_path: record.archivePath,
-          purge_after: record.purgeAfter?.toISOString() ?? null,
-          forced: options.now === true,
-        });
-        const erased = await this.#data.erase(record);
-        await this.#store.delete(record.id);
-        this.#d.registry.invalidate(record.id);
-        result.purged.push({ id: record.id, archivePath: record.archivePath, ...erased });
+        if (
+          record.provisioningStep === PURGING &&
+          this.#now() - record.updatedAt.getTime() < PURGE_CLAIM_MS
+        ) {
+          continue; // another purge is at it
+        }
+        const claimed = await this.#store.updateIf(
+          record.id,
+          { version: record.version, status: "deprovisioned" },
+          { provisioningStep: PURGING },
+        );
+        if (!claimed) continue; // a restore (or another purge) wrote it first: it is theirs
+        const release = () =>
+          this.#store
+            .updateIf(claimed.id, { version: claimed.version }, { provisioningStep: null })
+            .catch(() => undefined);
+        let erased: { rows: number; objects: number };
+        try {
+          await this.#audit(actor, "tenant.purge", claimed.id, {
+            archive_path: claimed.archivePath,
+            purge_after: claimed.purgeAfter?.toISOString() ?? null,
+            forced: options.now === true,
+          });
+          erased = await this.#data.erase(claimed);
+        } catch (error) {
+          await release();
+          throw error;
+        }
+        if (
+          !(await this.#store.deleteIf(claimed.id, { version: claimed.version, status: "deprovisioned" }))
+        ) {
+          throw await this.#lostRace(actor, "tenant.purge", claimed.id, {
+            outcome: "erased its data but kept its registry row",
+            details: { erased: true },
+          });
+        }
+        this.#d.registry.invalidate(claimed.id);
+        result.purged.push({ id: claimed.id, archivePath: claimed.archivePath, ...erased });
       } catch (error) {
         result.failed.push({
           id: listed.id,
@@ -385,6 +449,14 @@ export class TenantService {
       throw new TenantryError(
         "tenant_exists",
         `tenant ${id} exists and is ${record.status}: nothing to restore`,
+      );
+    }
+    // A purge may be erasing this tenant: restored data would be erased after us (see purge).
+    if (record?.status === "deprovisioned" && record.provisioningStep === PURGING) {
+      throw new TenantryError(
+        "invalid_argument",
+        `tenant ${id} is being purged: restore it once the purge is done (a purge that was interrupted is finished by any purge run ${PURGE_CLAIM_MS / 60_000} minutes or more after it started)`,
+        { details: { conflict: true } },
       );
     }
     await this.#audit(actor, "tenant.restore", id, {
@@ -465,22 +537,32 @@ export class TenantService {
   /**
    * The error for an action that lost a race with another operation on the same tenant. Its audit
    * event was written as `ok` before it was attempted, so a second event says it did not take
-   * effect (best effort: the conflict is the error the caller gets either way).
+   * effect (best effort: the conflict is the error the caller gets either way). `partly` says what
+   * did take effect, when something did.
    */
-  async #lostRace(actor: Actor, action: string, id: string): Promise<TenantryError> {
+  async #lostRace(
+    actor: Actor,
+    action: string,
+    id: string,
+    partly?: { outcome: string; details: Record<string, unknown> },
+  ): Promise<TenantryError> {
     const now = await this.#store.get(id).catch(() => undefined);
-    const state = now ? `it is now ${now.status}` : "it is no longer registered";
+    const state = !now
+      ? "it is no longer registered"
+      : now.status === "deprovisioned" && now.provisioningStep === PURGING
+        ? "it is being purged"
+        : `it is now ${now.status}`;
     await writeAdminEvent(this.#d.audit, this.#d.replica, {
       actor,
       action,
       tenantId: id,
-      details: { conflict: now?.status ?? null },
+      details: { conflict: now?.status ?? null, ...partly?.details },
       outcome: "error",
       errorCode: "invalid_argument",
     }).catch(() => {});
     return new TenantryError(
       "invalid_argument",
-      `${action} of tenant ${id} was not done: another operation changed the tenant meanwhile (${state}); run it again if still wanted`,
+      `${action} of tenant ${id} ${partly?.outcome ?? "was not done"}: another operation changed the tenant meanwhile (${state}); run it again if still wanted`,
       { details: { conflict: true } },
     );
   }

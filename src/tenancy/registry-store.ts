@@ -174,6 +174,23 @@ export class RegistryStore {
     return r.rows[0] ? toRecord(r.rows[0]) : undefined;
   }
 
+  /**
+   * Compare-and-delete: removes the record only if it is still at `expect.version` and in
+   * `expect.status`, and NOTIFYs only then (one statement). `false` when another write got there first.
+   */
+  async deleteIf(
+    id: string,
+    expect: { version: number; status: TenantStatus },
+    q: Queryable = this.#db,
+  ): Promise<boolean> {
+    const r = await q.query(
+      `WITH r AS (DELETE FROM tenantry_tenants WHERE id = $1 AND version = $2 AND status = $3 RETURNING id)
+       ${NOTIFYING_SELECT}`,
+      [id, expect.version, expect.status],
+    );
+    return r.rowCount > 0;
+  }
+
   async delete(id: string, q: Queryable = this.#db): Promise<boolean> {
     const r = await q.query("DELETE FROM tenantry_tenants WHERE id = $1", [id]);
     await this.#notify(id, q);

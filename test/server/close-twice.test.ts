@@ -14,17 +14,27 @@ describe("TenantryApp.close() called twice while a request is still running", ()
   it("resolves both calls after the request finished and the closers ran", async () => {
     server = await startServer({ config: {}, tools: [], tenants: [] });
     const { app } = server;
-    // A readiness check that takes 300 ms, whose client goes away after 50 ms: the request
-    // holds no connection open but is still running when close() is called.
+    // A readiness check that takes 300 ms, whose client goes away once it has begun: the
+    // request holds no connection open but is still running when close() is called.
     const admin = app.dbs.admin;
     const query = admin.query.bind(admin);
     let finished = false;
+    let begin: () => void = () => {};
+    const begun = new Promise<void>((resolve) => {
+      begin = resolve;
+    });
     admin.query = (async (...args: Parameters<typeof query>) => {
+      begin();
       await new Promise((resolve) => setTimeout(resolve, 300));
       finished = true;
       return query(...args);
     }) as typeof admin.query;
-    await fetch(`${server.url}/readyz`, { signal: AbortSignal.timeout(50) }).catch(() => {});
+    const client = new AbortController();
+    const asked = fetch(`${server.url}/readyz`, { signal: client.signal }).catch(() => {});
+    // Not a fixed delay: on a loaded machine the request may take longer than that to arrive.
+    await begun;
+    client.abort();
+    await asked;
     let closedDbs = false;
     const closeDbs = app.dbs.close.bind(app.dbs);
     app.dbs.close = async () => {

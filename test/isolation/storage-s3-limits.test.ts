@@ -98,4 +98,31 @@ describe("S3 reads bounded by max_object_bytes", () => {
     const t = TenantStorage.forKey(store, "9", { maxObjectBytes: MiB });
     expect(sameBytes(await t.get("undeclared-ok"), new Uint8Array(MiB).fill(1))).toBe(true);
   });
+
+  it("putStream: a body that fails part-way fails the put at once and throws nothing elsewhere", async () => {
+    const uncaught: unknown[] = [];
+    const onUncaught = (e: unknown) => uncaught.push(e);
+    process.on("uncaughtException", onUncaught);
+    try {
+      const failing = async function* () {
+        yield Buffer.alloc(64 * 1024, 1);
+        await new Promise((resolve) => setTimeout(resolve, 20));
+        throw new Error("the archive file could not be read");
+      };
+      const started = Date.now();
+      const error = await store
+        .putStream(`${prefix}partial.bin`, failing(), { size: 256 * 1024 })
+        .catch((e: unknown) => e);
+      expect(error).toBeInstanceOf(Error);
+      expect((error as Error).message).toMatch(/could not be read|put failed/);
+      // Not after the request timeout (30 s): the put is abandoned when its body fails.
+      expect(Date.now() - started).toBeLessThan(5000);
+      // (Whether a PUT abandoned part-way leaves an object is the server's business: S3 keeps none;
+      // s3rver, the test server, stores what it received.)
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      expect(uncaught).toEqual([]);
+    } finally {
+      process.off("uncaughtException", onUncaught);
+    }
+  }, 40_000);
 });

@@ -149,23 +149,40 @@ export class S3ObjectStore implements ObjectStore {
   ): Promise<void> {
     const Key = validateStorageKey(fullKey);
     const { size, sha256, contentType } = options;
-    const stream = Readable.from(body, { objectMode: false });
+    // The SDK does not listen for errors of the body it sends (it pipes it, through streams of its
+    // own): a body that fails part-way (an unreadable archive file, a failed checksum) was an
+    // uncaught exception, and the request waited for the rest of its ContentLength until the
+    // request timeout. The body's error is caught here instead: it aborts the request (before the
+    // body ends, so what was sent is never a complete PUT) and is what the put fails with.
+    const abort = new AbortController();
+    let failed: { error: unknown } | undefined;
+    const guarded = async function* () {
+      try {
+        yield* body;
+      } catch (error) {
+        failed = { error };
+        abort.abort();
+      }
+    };
+    const stream = Readable.from(guarded(), { objectMode: false });
     try {
-      await this.#call("put", () =>
-        this.#client.send(
-          new PutObjectCommand({
-            Bucket: this.#bucket,
-            Key,
-            Body: stream,
-            // A stream of known length goes as one PUT; S3 refuses a PUT over 5 GiB.
-            ...(size !== undefined ? { ContentLength: size } : {}),
-            ...(sha256 !== undefined
-              ? { ChecksumSHA256: Buffer.from(sha256, "hex").toString("base64") }
-              : {}),
-            ContentType: contentType,
-          }),
-        ),
+      await this.#client.send(
+        new PutObjectCommand({
+          Bucket: this.#bucket,
+          Key,
+          Body: stream,
+          // A stream of known length goes as one PUT; S3 refuses a PUT over 5 GiB.
+          ...(size !== undefined ? { ContentLength: size } : {}),
+          ...(sha256 !== undefined ? { ChecksumSHA256: Buffer.from(sha256, "hex").toString("base64") } : {}),
+          ContentType: contentType,
+        }),
+        { abortSignal: abort.signal },
       );
+      if (failed !== undefined) throw failed.error; // the request beat the abort: still a failed put
+    } catch (error) {
+      const cause = failed !== undefined ? failed.error : error;
+      if (isTenantryError(cause)) throw cause;
+      throw new TenantryError("backend_unavailable", "object store put failed", { cause });
     } finally {
       stream.destroy();
     }

@@ -3,6 +3,7 @@ import { createReadStream, createWriteStream } from "node:fs";
 import { mkdir, open, readFile, rename, rm, writeFile } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { createInterface } from "node:readline";
+import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import type { Database, Queryable } from "../db/database.js";
 import { TenantryError } from "../errors.js";
@@ -43,6 +44,34 @@ const FETCH_ROWS = 500;
 const DEFAULT_MAX_OBJECT_BYTES = 10 * 1024 * 1024;
 const INSERT_BATCH_BYTES = 4 * 1024 * 1024;
 const BIND = "SELECT set_config('app.tenant_id', $1, true)";
+
+/**
+ * Yields `chunks` (an archived object's or table's file) while hashing and counting them; throws
+ * `invalid_argument` (as readArchive does) as soon as they exceed the recorded size, or when size
+ * or sha256 differ at the end. The last chunk is held back until the check has passed, so that a
+ * store never receives the whole of a body that fails it: fs writes a temp file it then removes,
+ * and an S3 PUT of the recorded length is abandoned short (S3 is also given the sha256 to check).
+ */
+async function* checked(
+  chunks: AsyncIterable<Uint8Array> | Iterable<Uint8Array>,
+  archivePath: string,
+  o: Pick<ArchivedObject, "file" | "bytes" | "sha256">,
+): AsyncGenerator<Uint8Array> {
+  const hash = createHash("sha256");
+  let bytes = 0;
+  let held: Uint8Array | undefined;
+  const mismatch = () =>
+    new TenantryError("invalid_argument", `${archivePath}: checksum mismatch for ${o.file}`);
+  for await (const chunk of chunks) {
+    bytes += chunk.byteLength;
+    if (bytes > o.bytes) throw mismatch();
+    hash.update(chunk);
+    if (held !== undefined) yield held;
+    held = chunk;
+  }
+  if (bytes !== o.bytes || hash.digest("hex") !== o.sha256) throw mismatch();
+  if (held !== undefined) yield held;
+}
 
 /**
  * One tenant's data, whole: archive it (rows of every tenant table and every object under its
@@ -278,18 +307,25 @@ export class TenantData {
           );
         }
         if (entry.rows === 0) continue;
-        await this.#insertRows(tx, record, table, entry, join(archivePath, entry.file));
+        await this.#insertRows(tx, record, table, entry, archivePath);
       }
     });
     const prefix = storagePrefixForKey(record.key);
     const store = this.#d.objects;
     for (const o of manifest.objects) {
       const file = join(archivePath, o.file);
+      // readArchive checked size and sha256 on a first read; what is copied is a second read of the
+      // file, checked again as it goes, so that a file changed in between fails the restore (which
+      // leaves the tenant in `provisioning`, unserved) rather than be restored unchecked.
       if (store.putStream !== undefined) {
-        // One chunk at a time, whatever the object's size; readArchive checked size and sha256.
-        await store.putStream(prefix + o.key, createReadStream(file), { size: o.bytes, sha256: o.sha256 });
+        // One chunk at a time, whatever the object's size.
+        await store.putStream(prefix + o.key, checked(createReadStream(file), archivePath, o), {
+          size: o.bytes,
+          sha256: o.sha256,
+        });
       } else {
         const body = await readFile(file);
+        for await (const _ of checked([body], archivePath, o));
         await store.put(prefix + o.key, new Uint8Array(body.buffer, body.byteOffset, body.byteLength));
       }
     }
@@ -301,7 +337,7 @@ export class TenantData {
     record: TenantRecord,
     table: TableRef,
     entry: ArchivedTable,
-    file: string,
+    archivePath: string,
   ): Promise<void> {
     const target = await insertableColumns(tx, table);
     const wanted = new Set(entry.columns);
@@ -331,10 +367,9 @@ export class TenantData {
     };
     let batch: string[] = [];
     let size = 0;
-    for await (const line of createInterface({
-      input: createReadStream(file, "utf8"),
-      crlfDelay: Number.POSITIVE_INFINITY,
-    })) {
+    // Checked again as it is read (see restore): a mismatch fails the transaction, nothing is kept.
+    const input = Readable.from(checked(createReadStream(join(archivePath, entry.file)), archivePath, entry));
+    for await (const line of createInterface({ input, crlfDelay: Number.POSITIVE_INFINITY })) {
       if (line === "") continue;
       batch.push(line);
       size += line.length;

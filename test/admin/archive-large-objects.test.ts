@@ -1,5 +1,5 @@
 import { randomBytes } from "node:crypto";
-import { readdir, readFile } from "node:fs/promises";
+import { readdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from "vitest";
 import { isTenantryError } from "../../src/errors.js";
@@ -9,6 +9,7 @@ import { readArchive } from "../../src/isolation/tenant-archive.js";
 import { type Harness, startHarness } from "../../src/testing/index.js";
 import { demoMigrations, demoTools } from "../../src/tools/demo/index.js";
 import { s3StorageTable, startS3, type TestS3 } from "../support/s3.js";
+import { mcp, toolResult } from "./helpers.js";
 
 const MiB = 1024 * 1024;
 const actor = { id: "test" };
@@ -31,7 +32,7 @@ describe.each(["fs", "s3"] as const)("archiving objects larger than max_object_b
   beforeAll(async () => {
     s3 = backend === "s3" ? await startS3("tenantry-archive") : undefined;
     h = await startHarness({
-      tenants: [{ id: "acme" }, { id: "globex" }],
+      tenants: [{ id: "acme" }, { id: "globex" }, { id: "initech" }],
       tools: demoTools,
       migrations: demoMigrations,
       config: {
@@ -91,5 +92,60 @@ describe.each(["fs", "s3"] as const)("archiving objects larger than max_object_b
     expect(left.filter((name) => name.includes("acme-"))).toEqual([]);
     // Once the store streams again, the same deprovision goes through.
     expect((await h.app.tenants.deprovision(actor, "acme")).status).toBe("deprovisioned");
+  }, 60_000);
+
+  it("restore checks the bytes it copies, not only the ones it verified first: a file changed in between fails it", async () => {
+    const { archivePath } = await h.app.tenants.show("acme");
+    const manifest = await readArchive(archivePath as string);
+    const entry = manifest.objects.find((o) => o.key === "small.txt")!;
+    const file = join(archivePath as string, entry.file);
+    // The archive passes its checks, then the file changes (same size) before it is copied.
+    const tamper = async () => writeFile(file, "ACME's");
+    const putStream = store.putStream?.bind(store);
+    const put = store.put.bind(store);
+    vi.spyOn(store, "put").mockImplementation(async (key, body, type) => {
+      if (key.endsWith("/small.txt")) await tamper();
+      return put(key, body, type);
+    });
+    if (putStream) {
+      vi.spyOn(store, "putStream").mockImplementation(async (key, body, options) => {
+        if (key.endsWith("/small.txt")) await tamper();
+        return putStream(key, body, options);
+      });
+    }
+    const error = await h.app.tenants.restore(actor, archivePath as string).catch((e: unknown) => e);
+    expect(isTenantryError(error, "invalid_argument")).toBe(true);
+    expect((error as Error).message).toMatch(/checksum mismatch/);
+    // Not served, and never holding the changed bytes as if restored.
+    const record = await h.app.tenants.show("acme");
+    expect(record.status).toBe("provisioning");
+    const stored = await store.get(`${storagePrefixForKey(record.key)}small.txt`);
+    expect(stored === undefined ? undefined : new TextDecoder().decode(stored)).not.toBe("ACME's");
+  }, 60_000);
+
+  it("restore checks the rows it inserts the same way: a rows file changed after the checks fails it, nothing kept", async () => {
+    toolResult(
+      await mcp(h, await h.token("initech"), "tools/call", {
+        name: "notes_create",
+        arguments: { title: "kept-note", body: "b" },
+      }),
+    );
+    const { archivePath } = await h.app.tenants.deprovision(actor, "initech");
+    const manifest = await readArchive(archivePath as string);
+    const notes = manifest.tables.find((t) => t.rows > 0)!;
+    const file = join(archivePath as string, notes.file);
+    const original = await readFile(file, "utf8");
+    expect(original).toContain("kept-note");
+    // Provisioning writes the storage marker after readArchive and before the rows are read.
+    const put = store.put.bind(store);
+    vi.spyOn(store, "put").mockImplementation(async (key, body, type) => {
+      if (key.startsWith("_tenantry/markers/"))
+        await writeFile(file, original.replace("kept-note", "KEPT-NOTE"));
+      return put(key, body, type);
+    });
+    const error = await h.app.tenants.restore(actor, archivePath as string).catch((e: unknown) => e);
+    expect(isTenantryError(error, "invalid_argument")).toBe(true);
+    expect((error as Error).message).toMatch(/checksum mismatch/);
+    expect((await h.app.tenants.show("initech")).status).toBe("provisioning");
   }, 60_000);
 });

@@ -235,6 +235,18 @@ describe("FsObjectStore and what it did not write: links, FIFOs", () => {
     expect(await readdir(join(root, ".tmp"))).toEqual([]);
   });
 
+  it("creates no directory through a linked directory: outside the root or in another tenant's prefix", async () => {
+    await symlink(join(base, "outside"), join(root, "t.d", "9.d", "a.d"));
+    await symlink(join(root, "t.d", "7.d"), join(root, "t.d", "8.d"));
+    for (const key of ["t/9/a/new/deeper/planted", "t/8/new/planted"]) {
+      const error = await store.put(key, bytes("x")).catch((e: unknown) => e);
+      expect(isTenantryError(error, "backend_unavailable")).toBe(true);
+    }
+    expect(await readdir(join(base, "outside"))).toEqual(["secret.f", "sub.d"]);
+    expect(await readdir(join(root, "t.d", "7.d"))).toEqual(["theirs.f"]);
+    expect(await readdir(join(root, ".tmp"))).toEqual([]);
+  });
+
   it("does not follow a tenant's prefix directory linked to another tenant's", async () => {
     await symlink(join(root, "t.d", "7.d"), join(root, "t.d", "8.d"));
     expect(await store.get("t/8/theirs")).toBeUndefined();

@@ -171,7 +171,7 @@ export class FsObjectStore implements ObjectStore {
       // A concurrent delete may prune the (then empty) parent between mkdir and rename: retry.
       for (let attempt = 1; ; attempt++) {
         try {
-          await mkdir(path.dirname(file), { recursive: true });
+          await this.#mkdirs(path.dirname(file));
           await this.#mustBeDirect(path.dirname(file));
           await rename(tmp, file);
           return;
@@ -182,6 +182,30 @@ export class FsObjectStore implements ObjectStore {
     } catch (error) {
       await unlink(tmp).catch(() => {});
       throw error;
+    }
+  }
+
+  /**
+   * Makes `dir`, a directory under the root, and those on the way, one level at a time, never
+   * through a link: `mkdir -p` follows a linked directory planted on the way and would create
+   * directories where it points (outside the root, in another tenant's prefix) before the check
+   * that refuses the write.
+   */
+  async #mkdirs(dir: string): Promise<void> {
+    await mkdir(this.#root, { recursive: true }); // the root itself may be a link: a deployment's choice
+    let current = this.#root;
+    for (const name of path.relative(this.#root, dir).split(path.sep)) {
+      if (name === "") continue;
+      current = path.join(current, name);
+      try {
+        await mkdir(current);
+      } catch (error) {
+        if (errno(error) !== "EEXIST") throw error;
+      }
+      if (!(await lstat(current)).isDirectory()) {
+        // The path is for the server's log (the cause); tool code sees "object store put failed".
+        throw new Error(`${current} is not a directory (a link?): not written`);
+      }
     }
   }
 

@@ -329,4 +329,34 @@ describe.skipIf(!pgUp)("PostgresDatabase when PostgreSQL stops answering", () =>
       await db.close();
     }
   }, 15_000);
+
+  it("a LISTEN stopped while it reconnects stays stopped: the reconnect in flight does not listen behind its back", async () => {
+    const db = open();
+    const listeners = () =>
+      withSuperuser((su) =>
+        su.query<{ pid: number }>(
+          "SELECT pid FROM pg_stat_activity WHERE datname = $1 AND application_name = 'tenantry-listen'",
+          [testDb().name],
+        ),
+      );
+    try {
+      const payloads: string[] = [];
+      const stop = await db.listen("deadline_test", (p) => payloads.push(p));
+      const [listener] = (await listeners()).rows;
+      // The listener's connection dies; it reconnects a second later, into a stalled network.
+      await withSuperuser((su) => su.query("SELECT pg_terminate_backend($1)", [listener!.pid]));
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      proxy.stall();
+      await new Promise((resolve) => setTimeout(resolve, 1300)); // the reconnect is under way
+      await stop();
+      const heard = payloads.length;
+      proxy.resume();
+      await new Promise((resolve) => setTimeout(resolve, 1500));
+      expect((await listeners()).rowCount).toBe(0);
+      expect(payloads.length).toBe(heard);
+    } finally {
+      proxy.resume();
+      await db.close();
+    }
+  }, 15_000);
 });

@@ -38,13 +38,14 @@ export interface AuditSink {
    */
   enqueue(event: AuditEvent, options?: { reserved?: boolean }): void;
   /**
-   * Queues the event of a request refused before it was authenticated (a bad token, a wrong method
-   * or content type …), which reserved nothing. Such events may fill only a bounded share of the
-   * queue, so that junk requests cannot deny authenticated ones their room. `false` when that share
-   * or the queue is full: the event is then only counted, and a later summary event (action
-   * `audit.unrecorded`) says how many were not recorded one by one. Never throws.
+   * Queues the event of a request refused before any work (a bad token, a wrong method or content
+   * type, an unknown or suspended tenant, a tenant over its rate or its requests in flight), which
+   * holds no reserved slot. Such events may fill only a bounded share of the queue, so that refused
+   * requests cannot deny the others their room. `false` when that share or the queue is full: the
+   * event is then only counted, and a later summary event (action `audit.unrecorded`) says how many
+   * were not recorded one by one, per error code and per tenant. Never throws.
    */
-  enqueueUnauthenticated(event: AuditEvent): boolean;
+  enqueueRefused(event: AuditEvent): boolean;
   /** Writes an event now (admin actions, impersonation); rejects if it could not be written. */
   write(event: AuditEvent): Promise<void>;
   /** Writes everything queued; rejects if a batch could not be written (its events stay queued). */

@@ -14,26 +14,37 @@ export interface BatchingOptions {
   /** Longest pause between retries of a failed batch. Default 5 s. */
   maxRetryDelayMs?: number;
   /**
-   * Most events of requests refused before authentication queued at once (`enqueueUnauthenticated`),
-   * summary included. Default a tenth of `queueSize` (at least 1): enough to record every refusal
-   * of ordinary traffic (a client with a stale token, a misconfigured proxy) one by one, small
-   * enough that authenticated requests keep nine tenths of the queue whatever junk arrives.
+   * Most events of requests refused before any work queued at once (`enqueueRefused`), summary
+   * included. Default a tenth of `queueSize` (at least 1): enough to record every refusal of
+   * ordinary traffic (a client with a stale token, a tenant over its rate now and then) one by
+   * one, small enough that requests that do work keep nine tenths of the queue whatever is refused.
    */
-  unauthenticatedShare?: number;
+  refusedShare?: number;
   /** The replica named in the summary of unrecorded refusals. */
   replica?: string;
 }
 
-/** The `action` of the event that counts refusals before authentication not recorded one by one. */
+/** The `action` of the event that counts refusals before any work not recorded one by one. */
 export const UNRECORDED_ACTION = "audit.unrecorded";
 
-/** Refusals before authentication not recorded one by one, since the last summary event. */
+/** Refusals before any work not recorded one by one, since the last summary event. */
 interface Unrecorded {
   count: number;
   since: string;
   until: string;
   codes: Record<string, number>;
+  /** Per tenant named (refusals of no tenant are not counted here); at most {@link SUMMARY_TENANTS} ids. */
+  tenants: Record<string, number>;
+  tenantIds: number;
 }
+
+/**
+ * Most tenant ids one summary names; the refusals of tenants past them count under `(other)`.
+ * Ids of unknown tenants come from tokens anyone with an IdP account can mint: a summary must
+ * stay small whatever they say.
+ */
+const SUMMARY_TENANTS = 100;
+const OTHER_TENANTS = "(other)";
 
 const CLOSE_ATTEMPTS = 3;
 
@@ -44,11 +55,12 @@ const CLOSE_ATTEMPTS = 3;
  * the server answers 503 before doing any work, rather than dropping events. A failed batch stays
  * at the head of the queue and is retried with backoff; `close` flushes what is left.
  *
- * Requests refused before they were authenticated (a junk token costs a client nothing) reserve
- * nothing: their events take free room only within a bounded share of the queue, so a flood of
- * them while the writer is slow cannot fill the queue and turn authenticated requests into 503s.
- * Past the share they are counted, and one summary event (`audit.unrecorded`) says how many were
- * not recorded one by one, as soon as the share has room again.
+ * Requests refused before any work (a junk token, an unknown or suspended tenant, a tenant over its
+ * rate or its requests in flight) hold no room: their events take free room only within a bounded
+ * share of the queue, so a flood of them while the writer is slow cannot fill the queue and turn
+ * other tenants' requests into 503s. Past the share they are counted, and one summary event
+ * (`audit.unrecorded`) says how many were not recorded one by one, per error code and per tenant,
+ * as soon as the share has room again.
  */
 export class BatchingAuditSink implements AuditSink {
   readonly #write: WriteBatch;
@@ -57,8 +69,8 @@ export class BatchingAuditSink implements AuditSink {
   #reserved = 0;
   /** Events removed from the head of the queue so far: `#written + i` numbers the event at `#queue[i]`. */
   #written = 0;
-  /** Numbers of the queued events of unauthenticated refusals (and summaries), oldest first. */
-  readonly #unauthenticated: number[] = [];
+  /** Numbers of the queued events of refusals before any work (and summaries), oldest first. */
+  readonly #refused: number[] = [];
   readonly #share: number;
   #unrecorded: Unrecorded | undefined;
   #timer: NodeJS.Timeout | undefined;
@@ -72,7 +84,7 @@ export class BatchingAuditSink implements AuditSink {
     }
     this.#write = write;
     this.#o = options;
-    this.#share = Math.max(1, options.unauthenticatedShare ?? Math.floor(options.queueSize / 10));
+    this.#share = Math.max(1, options.refusedShare ?? Math.floor(options.queueSize / 10));
   }
 
   get pending(): number {
@@ -102,30 +114,41 @@ export class BatchingAuditSink implements AuditSink {
     this.#push(event);
   }
 
-  enqueueUnauthenticated(event: AuditEvent): boolean {
-    if (this.full || this.#unauthenticated.length >= this.#share) {
-      const u = this.#unrecorded;
+  enqueueRefused(event: AuditEvent): boolean {
+    if (this.full || this.#refused.length >= this.#share) {
+      let u = this.#unrecorded;
       if (u === undefined) {
-        this.#unrecorded = {
-          count: 1,
+        // No prototype: a tenant id may be spelt `__proto__`.
+        u = {
+          count: 0,
           since: event.at,
           until: event.at,
-          codes: { [event.errorCode ?? "none"]: 1 },
+          codes: Object.create(null) as Record<string, number>,
+          tenants: Object.create(null) as Record<string, number>,
+          tenantIds: 0,
         };
-      } else {
-        u.count++;
-        u.until = event.at;
-        const code = event.errorCode ?? "none";
-        u.codes[code] = (u.codes[code] ?? 0) + 1;
+        this.#unrecorded = u;
+      }
+      u.count++;
+      u.until = event.at;
+      const code = event.errorCode ?? "none";
+      u.codes[code] = (u.codes[code] ?? 0) + 1;
+      if (event.tenantId !== null) {
+        let id = event.tenantId;
+        if (!Object.hasOwn(u.tenants, id)) {
+          if (u.tenantIds < SUMMARY_TENANTS) u.tenantIds++;
+          else id = OTHER_TENANTS;
+        }
+        u.tenants[id] = (u.tenants[id] ?? 0) + 1;
       }
       return false;
     }
-    this.#unauthenticated.push(this.#written + this.#queue.length);
+    this.#refused.push(this.#written + this.#queue.length);
     this.#push(event);
     return true;
   }
 
-  /** Refusals before authentication counted but not yet summarised in the queue. */
+  /** Refusals before any work counted but not yet summarised in the queue. */
   get unrecorded(): number {
     return this.#unrecorded?.count ?? 0;
   }
@@ -138,15 +161,15 @@ export class BatchingAuditSink implements AuditSink {
   }
 
   /**
-   * Queues the summary of the refusals not recorded one by one, once the unauthenticated share
+   * Queues the summary of the refusals not recorded one by one, once the refused share
    * (which it counts against) and the queue have room; `force` (close) queues it regardless.
    */
   #summarize(force = false): void {
     const u = this.#unrecorded;
     if (u === undefined) return;
-    if (!force && (this.full || this.#unauthenticated.length >= this.#share)) return;
+    if (!force && (this.full || this.#refused.length >= this.#share)) return;
     this.#unrecorded = undefined;
-    this.#unauthenticated.push(this.#written + this.#queue.length);
+    this.#refused.push(this.#written + this.#queue.length);
     this.#queue.push({
       at: u.since,
       kind: "request",
@@ -160,7 +183,13 @@ export class BatchingAuditSink implements AuditSink {
       latencyMs: null,
       requestId: null,
       replica: this.#o.replica ?? "unknown",
-      details: { unrecorded: u.count, since: u.since, until: u.until, error_codes: u.codes },
+      details: {
+        unrecorded: u.count,
+        since: u.since,
+        until: u.until,
+        error_codes: u.codes,
+        tenants: u.tenants,
+      },
     });
   }
 
@@ -204,7 +233,7 @@ export class BatchingAuditSink implements AuditSink {
         await this.#write(batch);
         this.#queue.splice(0, batch.length);
         this.#written += batch.length;
-        const u = this.#unauthenticated;
+        const u = this.#refused;
         let gone = 0;
         while (gone < u.length && (u[gone] as number) < this.#written) gone++;
         if (gone > 0) u.splice(0, gone);

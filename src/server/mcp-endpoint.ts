@@ -100,10 +100,13 @@ export class McpEndpoint {
     const notes: DispatchNotes = { method: req.method ?? "?", tool: null, outcome: "ok", errorCode: null };
     let admitted: Admitted | undefined;
     let release: Release | undefined;
-    // Room for this request's audit event is reserved once the request is known to be a tenant's
-    // or an admin's, before any work: no room → 503, never a lost event. A request refused before
-    // that reserves nothing (see #record): unauthenticated requests cannot take authenticated ones' room.
+    // Room for this request's audit event is reserved once the request is admitted, before any
+    // work: no room → 503, never a lost event. A request refused before any work (authentication,
+    // admission, the in-flight cap, the rate limit) gives its room back and is recorded within the
+    // refused requests' bounded share (see #record): however many are refused — junk tokens, an
+    // unknown tenant's, a tenant far over its rate — they cannot take the room of requests that work.
     let reserved = false;
+    let working = false;
     const identified: Identified = {};
     try {
       if (req.method === "GET" || (req.method === "DELETE" && !d.sessions)) {
@@ -144,6 +147,7 @@ export class McpEndpoint {
       release = this.#acquire(admitted.scope);
       const limiting = this.#limit(admitted, headers);
       if (limiting !== undefined) await limiting;
+      working = true;
 
       if (req.method === "DELETE") {
         notes.method = "session/delete";
@@ -167,13 +171,10 @@ export class McpEndpoint {
         span.isRecording() ? span : undefined,
       );
       if (posting !== undefined) await posting;
-    } catch (caught) {
-      let error = caught;
-      // Refused after the token named a tenant or an admin (unknown or suspended tenant, forbidden
-      // impersonation, registry down): recorded like any identified request, so it needs a slot.
-      if (!reserved && identified.scope !== undefined) {
-        reserved = d.audit.reserve();
-        if (!reserved) error = auditFull();
+    } catch (error) {
+      if (reserved && !working) {
+        d.audit.unreserve();
+        reserved = false;
       }
       const mapped = toHttpError(error, d.mapper);
       notes.outcome = mapped.status === 500 ? "error" : "denied";
@@ -311,7 +312,8 @@ export class McpEndpoint {
         details: { headers: { "Retry-After": "1" } },
       });
     }
-    // From here every request message has a slot: the request's own (first) and the ones above.
+    // From here every request message has a slot: the request's own (first) and the ones above
+    // (given back if the rate limit refuses the batch).
     state.notes.batched = true;
     // The batch's calls share one tool-time budget: a batch of slow calls lasts one timeout.
     const shared: DispatchState = { ...state, budget: {} };
@@ -319,6 +321,7 @@ export class McpEndpoint {
     for (const m of incoming) if (m.kind === "request") notes.push(requestNotes(m.message));
     let ran = 0;
     let failed: number | undefined;
+    let limited = false;
     try {
       // The other calls' tokens in one decision, all or none (one store round trip); its
       // RateLimit headers replace the request's own.
@@ -331,6 +334,7 @@ export class McpEndpoint {
       }
       const limiting = this.#limit(admitted, headers, requests - 1, requests);
       if (limiting !== undefined) await limiting;
+      limited = true;
       const responses: JsonRpcResponse[] = [];
       for (const m of incoming) {
         const own: DispatchState = {
@@ -357,7 +361,10 @@ export class McpEndpoint {
       const status = failed ?? res.statusCode;
       // One start time for the whole batch: its events keep their order in the log.
       const at = startedAt(performance.now() - started);
-      for (const n of notes) this.#record(admitted.scope, n, started, state.requestId, status, true, at);
+      // Refused by the rate limit, before any work: the batch gives back every slot (the request's
+      // own and the ones above), and its events go to the refused share like any refusal's.
+      if (!limited) for (let k = 0; k < requests; k++) d.audit.unreserve();
+      for (const n of notes) this.#record(admitted.scope, n, started, state.requestId, status, limited, at);
     }
   }
 
@@ -497,9 +504,9 @@ export class McpEndpoint {
       replica: d.ids.replica,
       details: null,
     };
-    if (scope === undefined && !reserved) {
-      // Refused before authentication: recorded in the unauthenticated share of the queue, else counted.
-      if (!d.audit.enqueueUnauthenticated(event)) d.metrics.auditUnrecorded();
+    if (!reserved) {
+      // Refused before any work: recorded in the refused share of the queue, else counted.
+      if (!d.audit.enqueueRefused(event)) d.metrics.auditUnrecorded();
       return;
     }
     try {

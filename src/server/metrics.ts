@@ -62,7 +62,7 @@ export class ServerMetrics {
     });
     registerCollected(this.registry, {
       name: "tenantry_audit_unrecorded_total",
-      help: "Requests refused before authentication whose audit event was not queued (the queue's share for them was full); each is counted in an audit.unrecorded summary event.",
+      help: "Requests refused before any work whose audit event was not queued (the queue's share for them was full); each is counted in an audit.unrecorded summary event.",
       type: "counter",
       collect: () => [{ labels: {}, value: this.#auditUnrecorded }],
       reset: () => {
@@ -90,7 +90,7 @@ export class ServerMetrics {
     stats.count += 1;
   }
 
-  /** A refusal before authentication that the audit log only counts (see `enqueueUnauthenticated`). */
+  /** A refusal before any work that the audit log only counts (see `enqueueRefused`). */
   auditUnrecorded(): void {
     this.#auditUnrecorded++;
   }

@@ -1,9 +1,11 @@
 /**
- * Attack tests: requests refused before authentication (a junk bearer token costs the client
- * nothing) must not be able to fill the audit queue while the audit writer is slow, and so turn
- * every tenant's requests into 503s. They get a bounded share of the queue; past it they are still
- * refused as usual, counted, and summarised in one `audit.unrecorded` event. Authenticated requests
- * keep their guarantee: room for their event, or 503 before any work.
+ * Attack tests: requests refused before any work — a junk bearer token (it costs the client
+ * nothing), a token of a tenant that does not exist (anyone with an account at a multi-tenant IdP
+ * can mint one), a tenant far over its rate — must not be able to fill the audit queue while the
+ * audit writer is slow, and so turn every other tenant's requests into 503s. They get a bounded
+ * share of the queue; past it they are still refused as usual, counted, and summarised in one
+ * `audit.unrecorded` event. Requests that do work keep their guarantee: room for their event, or
+ * 503 before any work.
  */
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import type { AuditEvent } from "../../src/audit/audit-event.js";
@@ -12,7 +14,7 @@ import { type Harness, startHarness } from "../../src/testing/index.js";
 import { counterTool, mcp } from "../admin/helpers.js";
 
 const QUEUE = 50;
-/** The unauthenticated share of a queue of 50: a tenth. */
+/** The refused requests' share of a queue of 50: a tenth. */
 const SHARE = 5;
 
 /** Holds every audit INSERT until `open()`: the audit backend is stalled, not failing. */
@@ -43,14 +45,14 @@ function sample(text: string, name: string): number {
   return line === undefined ? Number.NaN : Number(line.slice(name.length + 1));
 }
 
-async function batch(h: Harness, token: string, size: number) {
+async function batch(h: Harness, token: string, size: number, requestId = "batch-1") {
   const res = await fetch(h.mcpUrl, {
     method: "POST",
     headers: {
       "Content-Type": "application/json",
       Accept: "application/json, text/event-stream",
       Authorization: `Bearer ${token}`,
-      "X-Request-Id": "batch-1",
+      "X-Request-Id": requestId,
     },
     body: JSON.stringify(
       Array.from({ length: size }, (_, i) => ({ jsonrpc: "2.0", id: i + 1, method: "tools/list" })),
@@ -70,6 +72,11 @@ describe("requests refused before authentication cannot fill the audit queue", (
       tools: [counter.tool],
       config: { audit: { queue_size: QUEUE, batch_size: 10, flush_interval_ms: 5 } },
     });
+    // A tenant with a rate of one request a minute (no MCP client of the harness: its handshake
+    // would spend it).
+    await h.app.tenants.create({ id: "test" }, { id: "noisy", name: "noisy", rateLimit: 1 });
+    // And one of two a minute: a batch of four gets its HTTP request's token, then is refused.
+    await h.app.tenants.create({ id: "test" }, { id: "pair", name: "pair", rateLimit: 2 });
     writes = stallAuditWrites(h.app.dbs.admin);
   });
   afterAll(async () => {
@@ -162,14 +169,16 @@ describe("requests refused before authentication cannot fill the audit queue", (
     expect(over.body.error).toBe("service_unavailable");
     expect(over.headers.get("retry-after")).toBe("1");
     expect(counter.state.runs).toBe(runs);
-    // A refusal after the token named a tenant needs a slot like any identified request.
+    // Refusals are refused as themselves, never 503, and only counted: an unknown tenant's …
     const unknown = await mcp(h, await h.token("no-such-tenant"), "tools/list");
-    expect(unknown.status).toBe(503);
-    // Junk is refused as junk, never 503, and only counted.
+    expect(unknown.status).toBe(403);
+    expect(unknown.body.error).toBe("unknown_tenant");
+    // … and junk.
     const junk = await mcp(h, "junk", "tools/list");
     expect(junk.status).toBe(401);
     expect(junk.body.error).toBe("invalid_token");
-    expect(sample(await h.app.metrics.text(), "tenantry_audit_unrecorded_total")).toBe(1);
+    // The 503 above was refused before any work too: counted with them.
+    expect(sample(await h.app.metrics.text(), "tenantry_audit_unrecorded_total")).toBe(3);
 
     writes.open();
     const all = await events();
@@ -177,10 +186,78 @@ describe("requests refused before authentication cannot fill the audit queue", (
     const summaries = all.filter((e) => e.action === "audit.unrecorded");
     expect(summaries).toContainEqual(
       expect.objectContaining({
-        details: expect.objectContaining({ unrecorded: 1, error_codes: { invalid_token: 1 } }),
+        details: expect.objectContaining({
+          unrecorded: 3,
+          error_codes: { service_unavailable: 1, invalid_token: 1, unknown_tenant: 1 },
+          tenants: { [tenant.id]: 1, "no-such-tenant": 1 },
+        }),
       }),
     );
     const ok = await mcp(h, tenant.token, "tools/call", { name: "count", arguments: {} });
     expect(ok.status).toBe(200);
+  });
+  it("a tenant far over its rate, and unknown tenants, while the writer is stalled: other tenants are served", async () => {
+    writes.stall();
+    const noisy = await h.token("noisy");
+    const flood = QUEUE + 10;
+    const statuses: number[] = [];
+    for (let i = 0; i < flood; i++) {
+      const r = await mcp(h, noisy, "tools/list", {}, { "X-Request-Id": `noisy-${i}` });
+      statuses.push(r.status);
+    }
+    // Its first request passes (a burst of one), then every one is refused 429, never 503.
+    expect(statuses[0]).toBe(200);
+    expect(statuses.slice(1).every((s) => s === 429)).toBe(true);
+    // A batch it sends is refused with its HTTP request's own token: one event.
+    expect((await batch(h, noisy, 4, "noisy-batch")).status).toBe(429);
+    // A batch refused after that token, for its other calls: one event per call, from the same share.
+    expect((await batch(h, await h.token("pair"), 4, "pair-batch")).status).toBe(429);
+    // Tokens of tenants that do not exist: valid signatures, refused at admission.
+    for (let i = 0; i < 10; i++) {
+      const r = await mcp(h, await h.token(`ghost-${i}`), "tools/list", {}, { "X-Request-Id": `ghost-${i}` });
+      expect(r.status).toBe(403);
+      expect(r.body.error).toBe("unknown_tenant");
+    }
+
+    const runs = counter.state.runs;
+    const ok = await mcp(
+      h,
+      h.tenants[0]!.token,
+      "tools/call",
+      { name: "count", arguments: {} },
+      {
+        "X-Request-Id": "quiet-ok",
+      },
+    );
+    expect(ok.status).toBe(200);
+    expect(counter.state.runs).toBe(runs + 1);
+    const b = await batch(h, h.tenants[1]!.token, 3, "quiet-batch");
+    expect(b.status).toBe(200);
+
+    const refused = flood - 1 + 1 + 4 + 10;
+    const unrecorded = sample(await h.app.metrics.text(), "tenantry_audit_unrecorded_total");
+    expect(unrecorded).toBeGreaterThanOrEqual(refused - SHARE);
+
+    writes.open();
+    const all = await events();
+    const mine = (prefix: string) => all.filter((e) => e.requestId?.startsWith(prefix));
+    const recorded = [...mine("noisy-"), ...mine("pair-"), ...mine("ghost-")].filter(
+      (e) => e.outcome === "denied",
+    );
+    expect(recorded.length).toBeLessThanOrEqual(SHARE);
+    const summary = all.find(
+      (e) => e.action === "audit.unrecorded" && (e.details?.tenants as Record<string, number>)?.noisy,
+    );
+    expect(summary).toBeDefined();
+    const tenants = summary!.details!.tenants as Record<string, number>;
+    const codes = summary!.details!.error_codes as Record<string, number>;
+    // Every refusal is an event of its own or counted in the summary, under its tenant.
+    expect(recorded.length + (codes.rate_limited ?? 0) + (codes.unknown_tenant ?? 0)).toBe(refused);
+    const ghosts = Object.entries(tenants).filter(([id]) => id.startsWith("ghost-"));
+    const named = (tenants.noisy ?? 0) + (tenants.pair ?? 0) + ghosts.reduce((n, [, c]) => n + c, 0);
+    expect(recorded.length + named).toBe(refused);
+    expect(mine("noisy-0")).toContainEqual(expect.objectContaining({ outcome: "ok", tenantId: "noisy" }));
+    expect(mine("quiet-ok")).toHaveLength(1);
+    expect(mine("quiet-batch")).toHaveLength(3);
   });
 });

@@ -90,7 +90,7 @@ describe("BatchingAuditSink", () => {
     // Nothing is written until flushed (the writer is behind); a tenth of 30 is 3.
     let queued = 0;
     for (let i = 0; i < 10; i++)
-      if (sink.enqueueUnauthenticated(junk(i, i === 9 ? "forbidden" : undefined))) queued++;
+      if (sink.enqueueRefused(junk(i, i === 9 ? "forbidden" : undefined))) queued++;
     expect(queued).toBe(3);
     expect(sink.unrecorded).toBe(7);
     // Authenticated requests still have the rest of the queue, to the last slot.
@@ -118,15 +118,41 @@ describe("BatchingAuditSink", () => {
     });
     expect(sink.unrecorded).toBe(0);
     // The share is free again once its events are written.
-    expect(sink.enqueueUnauthenticated(junk(20))).toBe(true);
+    expect(sink.enqueueRefused(junk(20))).toBe(true);
     await sink.close();
+  });
+
+  it("the summary counts refusals per tenant, naming at most 100 tenants whatever ids tokens carry", async () => {
+    const r = recorder();
+    const sink = new BatchingAuditSink(r.write, { queueSize: 1, batchSize: 10, flushIntervalMs: 10_000 });
+    expect(sink.reserve()).toBe(true); // the queue is full: every refusal is only counted
+    const refusal = (tenantId: string | null): AuditEvent => ({
+      ...event(1),
+      tenantId,
+      outcome: "denied",
+      errorCode: "unknown_tenant",
+    });
+    // Ids of unknown tenants come from tokens: `__proto__` is a valid one.
+    for (const id of ["__proto__", "__proto__", "constructor", null]) sink.enqueueRefused(refusal(id));
+    for (let i = 0; i < 150; i++) sink.enqueueRefused(refusal(`ghost-${i}`));
+    sink.enqueue(event(2), { reserved: true });
+    await sink.close();
+    const summary = r.written.flat().find((e) => e.action === "audit.unrecorded")!;
+    const tenants = summary.details!.tenants as Record<string, number>;
+    expect(Object.hasOwn(tenants, "__proto__")).toBe(true);
+    expect(Object.getOwnPropertyDescriptor(tenants, "__proto__")?.value).toBe(2);
+    expect(tenants.constructor).toBe(1);
+    expect(Object.keys(tenants)).toHaveLength(101); // 100 ids and (other)
+    expect(tenants["(other)"]).toBe(52);
+    expect(Object.values(tenants).reduce((n, c) => n + c, 0)).toBe(153); // the null-tenant one is not named
+    expect(summary.details!.unrecorded).toBe(154);
   });
 
   it("close() writes the summary of refusals not recorded one by one", async () => {
     const r = recorder();
     const sink = new BatchingAuditSink(r.write, { queueSize: 1, batchSize: 10, flushIntervalMs: 10_000 });
     expect(sink.reserve()).toBe(true);
-    expect(sink.enqueueUnauthenticated({ ...event(1), errorCode: "invalid_token" })).toBe(false);
+    expect(sink.enqueueRefused({ ...event(1), errorCode: "invalid_token" })).toBe(false);
     sink.enqueue(event(2), { reserved: true });
     await sink.close();
     expect(r.written.flat().map((e) => e.action)).toEqual(["tools/call", "audit.unrecorded"]);

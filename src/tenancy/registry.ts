@@ -6,13 +6,18 @@ import type { TenantRecord } from "./tenant.js";
 export interface RegistryOptions {
   /** How long an entry is trusted before it is read again (a backstop: writes also invalidate). */
   ttlMs: number;
-  /** Most entries kept; the oldest are dropped first. */
+  /** Most tenants' entries kept; the oldest are dropped first. */
   maxEntries?: number;
+  /**
+   * Most "no such tenant" answers kept, apart from tenants' entries; the oldest are dropped first.
+   * Tokens naming tenants that do not exist are cheap to mint, so these never take a tenant's slot.
+   */
+  maxNegativeEntries?: number;
   now?: () => number;
 }
 
 interface Entry {
-  record: TenantRecord | undefined;
+  record: TenantRecord;
   /** After this (epoch ms) the entry is not used: the next request reads the store and waits. */
   until: number;
 }
@@ -29,14 +34,23 @@ const REFRESH_AHEAD = 0.75;
  * gets it at once while one background read replaces it, so a busy tenant never waits on the
  * store. No entry is ever used past its TTL; if the background read fails the entry simply
  * expires, and the next request reads the store itself (and is refused if that fails).
+ *
+ * "No such tenant" is cached too, but apart: in its own smaller map, holding only its expiry, and
+ * without renewal ahead. Anyone able to get a validly signed token for a tenant id of their
+ * choosing (an Entra `{tid}` issuer, an IdP with self-service organizations) can send a stream of
+ * distinct unknown ids; they only ever displace each other, never a tenant's entry, so real
+ * tenants keep being answered from memory however long the stream.
  */
 export class TenantRegistry {
   readonly store: RegistryStore;
   readonly #db: Database;
   readonly #ttl: number;
   readonly #max: number;
+  readonly #maxNegative: number;
   readonly #now: () => number;
   readonly #cache = new Map<string, Entry>();
+  /** Unknown tenant id → until when "no such tenant" is trusted (epoch ms). */
+  readonly #missing = new Map<string, number>();
   readonly #loading = new Map<string, Promise<TenantRecord | undefined>>();
   readonly #listeners = new Set<(tenantId: string) => void>();
   #generation = 0;
@@ -47,6 +61,7 @@ export class TenantRegistry {
     this.store = new RegistryStore(db);
     this.#ttl = options.ttlMs;
     this.#max = options.maxEntries ?? 10_000;
+    this.#maxNegative = options.maxNegativeEntries ?? 1_000;
     this.#now = options.now ?? Date.now;
   }
 
@@ -73,9 +88,11 @@ export class TenantRegistry {
     this.#generation++;
     if (tenantId === undefined) {
       this.#cache.clear();
+      this.#missing.clear();
       this.#loading.clear();
     } else {
       this.#cache.delete(tenantId);
+      this.#missing.delete(tenantId);
       this.#loading.delete(tenantId);
     }
     for (const fn of this.#listeners) fn(tenantId ?? "*");
@@ -93,6 +110,9 @@ export class TenantRegistry {
         }
         return hit.record;
       }
+    } else {
+      const missingUntil = this.#missing.get(tenantId);
+      if (missingUntil !== undefined && missingUntil > this.#now()) return undefined;
     }
     const pending = this.#loading.get(tenantId);
     if (pending) return pending;
@@ -119,17 +139,26 @@ export class TenantRegistry {
     return load;
   }
 
-  /** Entries currently cached (for memory measurements). */
+  /** Entries currently cached, tenants' and "no such tenant" ones (for memory measurements). */
   get size(): number {
-    return this.#cache.size;
+    return this.#cache.size + this.#missing.size;
   }
 
   #put(tenantId: string, record: TenantRecord | undefined): void {
+    const until = this.#now() + this.#ttl;
     this.#cache.delete(tenantId);
-    if (this.#cache.size >= this.#max) {
-      const oldest = this.#cache.keys().next();
-      if (!oldest.done) this.#cache.delete(oldest.value);
+    this.#missing.delete(tenantId);
+    if (record === undefined) {
+      if (this.#missing.size >= this.#maxNegative) dropOldest(this.#missing);
+      if (this.#maxNegative > 0) this.#missing.set(tenantId, until);
+      return;
     }
-    this.#cache.set(tenantId, { record, until: this.#now() + this.#ttl });
+    if (this.#cache.size >= this.#max) dropOldest(this.#cache);
+    this.#cache.set(tenantId, { record, until });
   }
+}
+
+function dropOldest(map: Map<string, unknown>): void {
+  const oldest = map.keys().next();
+  if (!oldest.done) map.delete(oldest.value);
 }

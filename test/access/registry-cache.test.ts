@@ -48,6 +48,38 @@ function fakeDatabase() {
   return { db, reads };
 }
 
+/** Answers at once: a row for the ids in `known`, none for the others; counts reads per id. */
+function countingDatabase(known: ReadonlySet<string>) {
+  const reads = new Map<string, number>();
+  const db = {
+    kind: "postgres",
+    async query<R extends Row>(_text: string, params: readonly unknown[] = []): Promise<QueryResult<R>> {
+      const id = String(params[0]);
+      reads.set(id, (reads.get(id) ?? 0) + 1);
+      if (!known.has(id)) return { rows: [], rowCount: 0 };
+      const now = new Date();
+      const row = {
+        id,
+        key: id,
+        name: id,
+        status: "active",
+        expires_at: null,
+        rate_limit: null,
+        allowed_tools: [],
+        feature_flags: {},
+        provisioning_step: null,
+        archive_path: null,
+        purge_after: null,
+        created_at: now,
+        updated_at: now,
+        version: 1,
+      };
+      return { rows: [row as unknown as R], rowCount: 1 };
+    },
+  } as unknown as Database;
+  return { db, reads };
+}
+
 const tools = async (value: ReturnType<TenantRegistry["get"]>) => (await value)?.config.allowedTools;
 
 describe("TenantRegistry cache", () => {
@@ -168,5 +200,44 @@ describe("TenantRegistry cache", () => {
     expect(await tools(registry.get("acme"))).toEqual(["v1"]); // still inside the TTL
     now = 1000;
     await expect(Promise.resolve(registry.get("acme"))).rejects.toThrow("database down");
+  });
+
+  it("no number of distinct unknown tenant ids evicts a tenant's entry", async () => {
+    const real = Array.from({ length: 8 }, (_, i) => `org_${i}`);
+    const { db, reads } = countingDatabase(new Set(real));
+    const registry = new TenantRegistry(db, {
+      ttlMs: 60_000,
+      maxEntries: real.length,
+      maxNegativeEntries: 4,
+    });
+    for (const id of real) expect((await registry.get(id))?.id).toBe(id);
+    // Anyone with a validly signed token for a tenant id of their choosing: 1,000 distinct ids.
+    for (let i = 0; i < 1000; i++) expect(await registry.get(`attacker-${i}`)).toBeUndefined();
+    for (const id of real) {
+      const got = registry.get(id);
+      expect(got).not.toBeInstanceOf(Promise); // answered from memory, synchronously
+      expect((got as Awaited<typeof got>)?.id).toBe(id);
+      expect(reads.get(id)).toBe(1);
+    }
+    // Negatives stay bounded by their own cap: at most 4 kept beside the 8 tenants.
+    expect(registry.size).toBe(real.length + 4);
+  });
+
+  it("caches 'no such tenant' within its own cap, and an invalidation (the tenant is created) drops it", async () => {
+    const known = new Set<string>();
+    const { db, reads } = countingDatabase(known);
+    const registry = new TenantRegistry(db, { ttlMs: 60_000, maxNegativeEntries: 2 });
+    expect(await registry.get("later")).toBeUndefined();
+    expect(registry.get("later")).toBeUndefined(); // a hit, no read
+    expect(reads.get("later")).toBe(1);
+    await registry.get("x");
+    await registry.get("y"); // the oldest negative ("later") is dropped
+    expect(await registry.get("later")).toBeUndefined();
+    expect(reads.get("later")).toBe(2);
+    known.add("later");
+    registry.invalidate("later");
+    expect((await registry.get("later"))?.id).toBe("later");
+    expect(registry.get("later")).not.toBeInstanceOf(Promise);
+    expect(reads.get("later")).toBe(3);
   });
 });

@@ -111,6 +111,12 @@ const DAY_MS = 86_400_000;
 const PURGING = "purging";
 
 /**
+ * `provisioning_step` of a tenant a restore holds in `provisioning`. `create` does not resume such a
+ * tenant: it would mark it active with part of the archive restored (run the restore again).
+ */
+const RESTORING = "restoring";
+
+/**
  * A purge's claim younger than this is taken to be live: other purges (every replica runs the
  * purge job) leave the tenant to it. An older one was left by a purge that died, and the next purge
  * takes it over. Erasing is idempotent, so a live purge slower than this loses only its last step.
@@ -161,6 +167,10 @@ export class TenantService {
    * Provisions a tenant: record in `provisioning` → database objects → storage marker → `active`
    * (or `trial`). Every step is idempotent, so calling `create` again for a tenant left in
    * `provisioning` by a crash resumes it; a tenant is never served before the last step.
+   *
+   * Every write after the first is a compare-and-set on the version the one before left: if another
+   * operation wrote the tenant meanwhile (a second `create`, a `restore`, a `deprovision`), this
+   * create fails with `invalid_argument` and leaves the tenant as the other left it.
    */
   async create(actor: Actor, t: NewTenant, hooks: { afterStep?: (step: string) => Promise<void> } = {}) {
     assertTenantId(t.id);
@@ -171,6 +181,13 @@ export class TenantService {
     if (record && record.status !== "provisioning") {
       throw new TenantryError("tenant_exists", `tenant ${t.id} already exists (status ${record.status})`);
     }
+    if (record?.provisioningStep === RESTORING) {
+      throw new TenantryError(
+        "invalid_argument",
+        `tenant ${t.id} is being restored, or a restore of it failed: run the restore again`,
+        { details: { conflict: true } },
+      );
+    }
     await this.#audit(actor, "tenant.create", t.id, {
       name: t.name,
       trial_days: t.trialDays ?? null,
@@ -178,31 +195,37 @@ export class TenantService {
     });
     record ??= await this.#store.insert(t);
     await hooks.afterStep?.("registered");
-    record = await this.#provision(record, hooks);
+    record = await this.#provision(actor, "tenant.create", record, hooks, "database");
     const status: TenantStatus = record.expiresAt ? "trial" : "active";
-    // Only out of `provisioning`: a deprovision that overtook this create keeps its result.
+    // Only if nothing wrote the tenant since: a deprovision or restore that overtook this create
+    // keeps its result.
     record = await this.#transition(
       actor,
       "tenant.create",
       record,
       { status, provisioningStep: null },
-      { status: "provisioning" },
+      { version: record.version, status: "provisioning" },
     );
     this.#d.registry.invalidate(record.id);
     return record;
   }
 
+  /** `step` is what the database step records: `database`, or {@link RESTORING} for a restore. */
   async #provision(
+    actor: Actor,
+    action: string,
     record: TenantRecord,
     hooks: { afterStep?: (step: string) => Promise<void> },
+    step: string,
   ): Promise<TenantRecord> {
     // Every step is idempotent and a re-run repeats them all, so the recorded step is for people
     // (`tenants show`): it is written where it tells something, not after each step. Under
     // row_level_security the database step has nothing to do; the final status update that follows
-    // the storage step records its end.
+    // the storage step records its end. The write is conditional like every other: a create and a
+    // restore of one tenant must not both carry on.
     await this.#d.isolation.provisionTenant(record);
     if (this.#d.isolation.strategy === "schema_per_tenant") {
-      record = await this.#store.update(record.id, { provisioningStep: "database" });
+      record = await this.#transition(actor, action, record, { provisioningStep: step });
     }
     await hooks.afterStep?.("database");
 
@@ -434,7 +457,9 @@ export class TenantService {
    * Restores a tenant from an archive: verifies every checksum, re-creates the tenant with the same
    * id (a new key when it was purged; its data is replaced when it was only deprovisioned),
    * re-provisions it, re-inserts its rows and objects, and makes it `active`. A failed restore
-   * leaves the tenant unserved (`provisioning`) and can be run again.
+   * leaves the tenant unserved (`provisioning`) and can be run again; `create` does not resume it.
+   * As in `create`, every write is conditional on the one before: an operation that wrote the
+   * tenant meanwhile makes this restore fail with `invalid_argument`.
    *
    * `path` is resolved against `archive_dir`; with `confine`, it must also lie inside it (the
    * admin API, where the path comes from a remote caller).
@@ -468,7 +493,7 @@ export class TenantService {
     if (record) {
       record = await this.#transition(actor, "tenant.restore", record, {
         status: "provisioning",
-        provisioningStep: "registered",
+        provisioningStep: RESTORING,
       });
       this.#d.registry.invalidate(id);
       await this.#data.erase(record);
@@ -480,15 +505,16 @@ export class TenantService {
         ...(Array.isArray(t.allowed_tools) ? { allowedTools: t.allowed_tools as string[] } : {}),
         ...(isFlags(t.feature_flags) ? { featureFlags: t.feature_flags } : {}),
       });
+      record = await this.#transition(actor, "tenant.restore", record, { provisioningStep: RESTORING });
     }
-    record = await this.#provision(record, {});
+    record = await this.#provision(actor, "tenant.restore", record, {}, RESTORING);
     await this.#data.restore(record, dir, manifest);
     record = await this.#transition(
       actor,
       "tenant.restore",
       record,
       { status: "active", provisioningStep: null, expiresAt: null, archivePath: dir, purgeAfter: null },
-      { status: "provisioning" },
+      { version: record.version, status: "provisioning" },
     );
     this.#d.registry.invalidate(id);
     return record;
@@ -518,8 +544,8 @@ export class TenantService {
   }
 
   /**
-   * Writes `u` only if the tenant is still as `seen` shows it: the same version, or with `expect`,
-   * the same status. Several replicas and the CLI write the registry; a write based on an old read
+   * Writes `u` only if the tenant is still as `seen` shows it: the same version, or what `expect`
+   * says. Several replicas and the CLI write the registry; a write based on an old read
    * must not undo theirs.
    */
   async #transition(
@@ -527,7 +553,7 @@ export class TenantService {
     action: string,
     seen: TenantRecord,
     u: TenantUpdate,
-    expect: { status: TenantStatus } | undefined = undefined,
+    expect: Parameters<RegistryStore["updateIf"]>[1] | undefined = undefined,
   ): Promise<TenantRecord> {
     const record = await this.#store.updateIf(seen.id, expect ?? { version: seen.version }, u);
     if (!record) throw await this.#lostRace(actor, action, seen.id);

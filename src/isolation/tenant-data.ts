@@ -11,7 +11,7 @@ import { type TenantRecord, tenantToJson } from "../tenancy/tenant.js";
 import type { DataIsolation } from "./data-isolation.js";
 import { schemaScope } from "./migrations.js";
 import { quoteIdent, schemaNameForKey, storagePrefixForKey } from "./names.js";
-import type { ObjectStore } from "./storage/object-store.js";
+import { type ObjectStore, readFailures } from "./storage/object-store.js";
 import { usesSchemas } from "./strategy.js";
 import {
   ARCHIVE_FORMAT,
@@ -195,7 +195,8 @@ export class TenantData {
    * object is gone. Streamed when the store can: an object planted in the bucket or directory,
    * whatever its size, never sits in memory whole. A store without `getStream` is read whole,
    * bounded by `max_object_bytes`: a larger object fails the archive (and the deprovision, which
-   * leaves the tenant suspended) with `payload_too_large`.
+   * leaves the tenant suspended) with `payload_too_large`. A read that fails part-way fails it
+   * with `backend_unavailable`, whatever the store threw.
    */
   async #copyObject(full: string, file: string): Promise<{ bytes: number; sha256: string } | undefined> {
     const store = this.#d.objects;
@@ -211,7 +212,7 @@ export class TenantData {
         ? (async function* () {
             yield body;
           })()
-        : body;
+        : readFailures(body); // the stores map their read errors; another store may not
     await pipeline(
       source,
       async function* (chunks: AsyncIterable<Uint8Array>) {

@@ -24,6 +24,7 @@ import {
   type ObjectPutStreamOptions,
   type ObjectStore,
   objectTooLarge,
+  readFailures,
 } from "./object-store.js";
 
 /*
@@ -281,7 +282,7 @@ export class FsObjectStore implements ObjectStore {
     const file = this.#fileFor(fullKey);
     const opened = await io("get", () => this.#openObject(file));
     // The stream closes the handle when it ends, fails or is destroyed.
-    return opened?.handle.createReadStream();
+    return opened && readFailures(opened.handle.createReadStream());
   }
 
   async delete(fullKey: string): Promise<boolean> {

@@ -1,4 +1,4 @@
-import { TenantryError } from "../../errors.js";
+import { isTenantryError, TenantryError } from "../../errors.js";
 
 /**
  * A raw object backend (local files, S3). It knows nothing of tenants: keys here are *full* keys,
@@ -18,7 +18,8 @@ export interface ObjectStore {
    * Optional: the object's bytes as a stream, or `undefined` when there is none, so that a caller
    * copying objects of any size (archiving) holds one chunk at a time. The caller reads it to the
    * end or stops early (`break` / `return()` on the iterator), which releases it. Without it,
-   * callers fall back to {@link get}, bounded by `max_object_bytes`.
+   * callers fall back to {@link get}, bounded by `max_object_bytes`. A read that fails part-way
+   * fails the iteration with `backend_unavailable` (see {@link readFailures}).
    */
   getStream?(fullKey: string): Promise<AsyncIterable<Uint8Array> | undefined>;
   /**
@@ -41,6 +42,20 @@ export interface ObjectStore {
   deletePrefix(fullPrefix: string): Promise<number>;
   /** Releases connections; the store is unusable afterwards. */
   close?(): Promise<void>;
+}
+
+/**
+ * `body` as it is, but a read that fails part-way fails with `backend_unavailable`, the backend's
+ * error as `cause`: its message (a server path, an endpoint) is not for the caller. Stopping early
+ * is passed on to `body`, which releases it.
+ */
+export async function* readFailures(body: AsyncIterable<Uint8Array>): AsyncGenerator<Uint8Array> {
+  try {
+    yield* body;
+  } catch (error) {
+    if (isTenantryError(error)) throw error;
+    throw new TenantryError("backend_unavailable", "object store read failed", { cause: error });
+  }
 }
 
 export interface ObjectGetOptions {

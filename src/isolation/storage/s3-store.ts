@@ -19,6 +19,7 @@ import {
   type ObjectPutStreamOptions,
   type ObjectStore,
   objectTooLarge,
+  readFailures,
 } from "./object-store.js";
 
 export interface S3ObjectStoreOptions {
@@ -195,7 +196,7 @@ export class S3ObjectStore implements ObjectStore {
       async (): Promise<AsyncIterable<Uint8Array>> => {
         const out = await this.#client.send(new GetObjectCommand({ Bucket: this.#bucket, Key }));
         // In Node the body is the response stream itself, read as the caller reads it.
-        return (out.Body as unknown as Readable | undefined) ?? Readable.from([]);
+        return readFailures((out.Body as unknown as Readable | undefined) ?? Readable.from([]));
       },
       () => undefined,
     );

@@ -315,6 +315,9 @@ export class McpEndpoint {
     // From here every request message has a slot: the request's own (first) and the ones above
     // (given back if the rate limit refuses the batch).
     state.notes.batched = true;
+    // The request's span stands for the whole batch (each call has its own tool span, event and metrics).
+    state.notes.method = "batch";
+    state.span?.setAttribute("mcp.batch.size", requests);
     // The batch's calls share one tool-time budget: a batch of slow calls lasts one timeout.
     const shared: DispatchState = { ...state, budget: {} };
     const notes: DispatchNotes[] = [];

@@ -51,6 +51,36 @@ describe("OpenTelemetry spans (when the user registers an SDK)", () => {
     expect(tool?.parentSpanContext?.spanId).toBe(request?.spanContext().spanId);
   });
 
+  it("a JSON-RPC batch is one request span named batch, with its size, over one tool span per call", async () => {
+    exporter.reset();
+    const res = await fetch(h.mcpUrl, {
+      method: "POST",
+      headers: {
+        "content-type": "application/json",
+        accept: "application/json, text/event-stream",
+        authorization: `Bearer ${h.tenants[0]!.token}`,
+      },
+      body: JSON.stringify(
+        [1, 2, 3].map((id) => ({
+          jsonrpc: "2.0",
+          id,
+          method: "tools/call",
+          params: { name: "whoami", arguments: {} },
+        })),
+      ),
+    });
+    expect(res.status).toBe(200);
+    const spans = exporter.getFinishedSpans();
+    const requests = spans.filter((s) => s.name === "tenantry.mcp.request");
+    expect(requests).toHaveLength(1);
+    expect(requests[0]!.attributes["mcp.method.name"]).toBe("batch");
+    expect(requests[0]!.attributes["mcp.batch.size"]).toBe(3);
+    expect(requests[0]!.attributes["tenantry.tenant_id"]).toBe("tenant-0");
+    const tools = spans.filter((s) => s.name === "tenantry.tool whoami");
+    expect(tools).toHaveLength(3);
+    for (const tool of tools) expect(tool.parentSpanContext?.spanId).toBe(requests[0]!.spanContext().spanId);
+  });
+
   it("records refusals with their error code and no token", async () => {
     exporter.reset();
     const res = await fetch(h.mcpUrl, {

@@ -240,4 +240,47 @@ describe("TenantRegistry cache", () => {
     expect(registry.get("later")).not.toBeInstanceOf(Promise);
     expect(reads.get("later")).toBe(3);
   });
+  it("'no such tenant' is trusted for the TTL at most, and never hides a tenant read after it", async () => {
+    const known = new Set<string>();
+    const { db, reads } = countingDatabase(known);
+    let now = 1_000_000;
+    const registry = new TenantRegistry(db, { ttlMs: 1_000, now: () => now });
+    expect(await registry.get("late")).toBeUndefined();
+    // Created elsewhere and its notification lost: still "no such tenant" until the TTL …
+    known.add("late");
+    now += 999;
+    expect(registry.get("late")).toBeUndefined();
+    expect(reads.get("late")).toBe(1);
+    // … and not a moment after it.
+    now += 1;
+    expect((await registry.get("late"))?.id).toBe("late");
+    expect(reads.get("late")).toBe(2);
+    // A positive entry is answered from memory; no negative is left beside it.
+    expect((registry.get("late") as Awaited<ReturnType<TenantRegistry["get"]>>)?.id).toBe("late");
+    expect(registry.size).toBe(1);
+
+    // A negative read that an invalidation (the tenant's creation) overtook is not cached.
+    const answers: Array<(found: boolean) => void> = [];
+    const rows = countingDatabase(new Set(["raced"]));
+    const slowDb = {
+      kind: "postgres",
+      query: (text: string, params: readonly unknown[]) =>
+        new Promise((resolve) => {
+          answers.push((found) => resolve(found ? rows.db.query(text, params) : { rows: [], rowCount: 0 }));
+        }),
+    } as unknown as Database;
+    const racing = new TenantRegistry(slowDb, { ttlMs: 60_000 });
+    const stale = racing.get("raced");
+    racing.invalidate("raced");
+    const fresh = racing.get("raced");
+    expect(answers).toHaveLength(2);
+    answers[1]!(true);
+    expect((await fresh)?.id).toBe("raced");
+    // The first read resolves last, saying "no such tenant": the tenant stays cached, not shadowed.
+    answers[0]!(false);
+    expect(await stale).toBeUndefined();
+    const hit = racing.get("raced");
+    expect(hit).not.toBeInstanceOf(Promise);
+    expect((hit as Awaited<typeof hit>)?.id).toBe("raced");
+  });
 });

@@ -498,14 +498,19 @@ export class TenantService {
       this.#d.registry.invalidate(id);
       await this.#data.erase(record);
     } else {
-      record = await this.#store.insert({
-        id,
-        name: typeof t.name === "string" ? t.name : id,
-        ...(typeof t.rate_limit === "number" ? { rateLimit: t.rate_limit } : {}),
-        ...(Array.isArray(t.allowed_tools) ? { allowedTools: t.allowed_tools as string[] } : {}),
-        ...(isFlags(t.feature_flags) ? { featureFlags: t.feature_flags } : {}),
-      });
-      record = await this.#transition(actor, "tenant.restore", record, { provisioningStep: RESTORING });
+      // Inserted already marked as the restore's, in the one statement: a restore that died right
+      // after inserting must not leave a tenant that `create` would resume (and make active empty).
+      record = await this.#store.insert(
+        {
+          id,
+          name: typeof t.name === "string" ? t.name : id,
+          ...(typeof t.rate_limit === "number" ? { rateLimit: t.rate_limit } : {}),
+          ...(Array.isArray(t.allowed_tools) ? { allowedTools: t.allowed_tools as string[] } : {}),
+          ...(isFlags(t.feature_flags) ? { featureFlags: t.feature_flags } : {}),
+        },
+        undefined,
+        RESTORING,
+      );
     }
     record = await this.#provision(actor, "tenant.restore", record, {}, RESTORING);
     await this.#data.restore(record, dir, manifest);

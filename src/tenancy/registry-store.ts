@@ -80,15 +80,18 @@ export class RegistryStore {
     return r.rows.map(toRecord);
   }
 
-  /** Inserts a record in state `provisioning` with a new immutable key; `tenant_exists` if the id is taken. */
-  async insert(t: NewTenant, q: Queryable = this.#db): Promise<TenantRecord> {
+  /**
+   * Inserts a record in state `provisioning` with a new immutable key; `tenant_exists` if the id is
+   * taken. `step` is its `provisioning_step` (a restore inserts its tenant already marked as its own).
+   */
+  async insert(t: NewTenant, q: Queryable = this.#db, step = "registered"): Promise<TenantRecord> {
     assertTenantId(t.id);
     const r = await q.query<TenantRow>(
       `WITH r AS (
        INSERT INTO tenantry_tenants (id, key, name, status, expires_at, rate_limit, allowed_tools, feature_flags, provisioning_step)
        VALUES ($1, to_hex(nextval('tenantry_tenant_key_seq')), $2, 'provisioning',
                CASE WHEN $3::int IS NULL THEN NULL ELSE now() + make_interval(days => $3::int) END,
-               $4, $5, $6::jsonb, 'registered')
+               $4, $5, $6::jsonb, $7)
        ON CONFLICT (id) DO NOTHING
        RETURNING ${COLUMNS})
        ${NOTIFYING_SELECT}`,
@@ -99,6 +102,7 @@ export class RegistryStore {
         t.rateLimit ?? null,
         t.allowedTools ?? [],
         JSON.stringify(t.featureFlags ?? {}),
+        step,
       ],
     );
     if (!r.rows[0]) throw new TenantryError("tenant_exists", `tenant ${t.id} already exists`);

@@ -134,5 +134,28 @@ describe.each(["row_level_security", "schema_per_tenant"] as const)(
       const events = await h.app.adminServices.auditLog.query({ tenant: id, action: "tenant.create" });
       expect(events.map((e) => e.outcome).slice(-2)).toEqual(["ok", "error"]);
     });
+    it("a restore of a purged tenant that dies right after inserting it is not resumed by create", async () => {
+      const id = "restore-crash";
+      const archive = await archived(id);
+      await h.app.tenants.purge(actor, { now: true });
+      // The restore dies (a crash, a lost connection) at its first registry write after the insert.
+      const store = h.app.registry.store;
+      const spy = vi.spyOn(store, "updateIf").mockImplementationOnce(async () => {
+        throw new Injected();
+      });
+      try {
+        await expect(h.app.tenants.restore(actor, archive)).rejects.toBeInstanceOf(Injected);
+      } finally {
+        spy.mockRestore();
+      }
+      // The tenant is the restore's: a create must not make it active with none of its data.
+      const created = await h.app.tenants.create(actor, { id, name: id }).catch((e: unknown) => e);
+      expect(isTenantryError(created, "invalid_argument")).toBe(true);
+      expect((await h.app.tenants.show(id)).status).toBe("provisioning");
+      // Running the restore again completes it.
+      await h.app.tenants.restore(actor, archive);
+      expect(await h.app.tenants.show(id)).toMatchObject({ status: "active", provisioningStep: null });
+      expect(await titles(id)).toEqual(["one", "two"]);
+    });
   },
 );

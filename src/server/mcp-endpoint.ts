@@ -514,9 +514,10 @@ export class McpEndpoint {
     }
     try {
       d.audit.enqueue(event, { reserved });
-    } catch {
-      // Only a request already refused with 503 (audit queue full) gets here: it did no work.
-      d.log.warn({ request_id: requestId }, "audit queue full: a refused request was not recorded");
+    } catch (err) {
+      // Only a slot accounting error could get here (every reserved slot is used or given back
+      // once, see test/audit/audit-slots): the event of a request that did work would be lost.
+      d.log.error({ err, request_id: requestId }, "audit event lost: no reserved slot for it");
     }
   }
 }

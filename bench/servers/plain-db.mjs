@@ -4,6 +4,7 @@ import { createServer } from "node:http";
 import pg from "pg";
 
 const pool = new pg.Pool({ connectionString: process.env.BENCH_PG_ADMIN_URL, max: 10 });
+pool.on("error", () => {}); // idle connections end when the run drops its database
 const server = createServer((req, res) => {
   const chunks = [];
   req.on("data", (c) => chunks.push(c));

@@ -79,6 +79,9 @@ app.tool(
 const plainPool = process.env.BENCH_PG_ADMIN_URL
   ? new pg.Pool({ connectionString: process.env.BENCH_PG_ADMIN_URL, max: 10 })
   : undefined;
+// The run drops the database when it ends, which terminates this pool's idle connections: an
+// 'error' nobody listens to would crash the server while it shuts down.
+plainPool?.on("error", () => {});
 app.tool(
   defineTool({
     name: "items_plain",

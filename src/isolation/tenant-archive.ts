@@ -125,11 +125,40 @@ async function verifyFile(dir: string, file: string, expected: unknown, bytes: u
       `${dir}: ${file} does not have the size the manifest records`,
     );
   }
+  for await (const _ of checked(createReadStream(full), dir, {
+    file,
+    bytes: info.size,
+    sha256: String(expected),
+  }));
+}
+
+/**
+ * Yields `chunks` (an archived object's or table's file) while hashing and counting them; throws
+ * `invalid_argument` as soon as they exceed the recorded size, or when size or sha256 differ at
+ * the end. readArchive checks every file with it, restore every byte it copies (a second read).
+ * The last chunk is held back until the check has passed, so that a
+ * store never receives the whole of a body that fails it: fs writes a temp file it then removes,
+ * and an S3 PUT of the recorded length is abandoned short (S3 is also given the sha256 to check).
+ */
+export async function* checked(
+  chunks: AsyncIterable<Uint8Array> | Iterable<Uint8Array>,
+  archivePath: string,
+  o: { readonly file: string; readonly bytes: number; readonly sha256: string },
+): AsyncGenerator<Uint8Array> {
   const hash = createHash("sha256");
-  for await (const chunk of createReadStream(full)) hash.update(chunk as Buffer);
-  if (hash.digest("hex") !== expected) {
-    throw new TenantryError("invalid_argument", `${dir}: checksum mismatch for ${file}`);
+  let bytes = 0;
+  let held: Uint8Array | undefined;
+  const mismatch = () =>
+    new TenantryError("invalid_argument", `${archivePath}: checksum mismatch for ${o.file}`);
+  for await (const chunk of chunks) {
+    bytes += chunk.byteLength;
+    if (bytes > o.bytes) throw mismatch();
+    hash.update(chunk);
+    if (held !== undefined) yield held;
+    held = chunk;
   }
+  if (bytes !== o.bytes || hash.digest("hex") !== o.sha256) throw mismatch();
+  if (held !== undefined) yield held;
 }
 
 async function countLines(file: string): Promise<number> {

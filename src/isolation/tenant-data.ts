@@ -18,6 +18,7 @@ import {
   type ArchivedObject,
   type ArchivedTable,
   type ArchiveManifest,
+  checked,
   MANIFEST_FILE,
 } from "./tenant-archive.js";
 import { insertableColumns, type TableRef, tenantTables } from "./tenant-tables.js";
@@ -44,34 +45,6 @@ const FETCH_ROWS = 500;
 const DEFAULT_MAX_OBJECT_BYTES = 10 * 1024 * 1024;
 const INSERT_BATCH_BYTES = 4 * 1024 * 1024;
 const BIND = "SELECT set_config('app.tenant_id', $1, true)";
-
-/**
- * Yields `chunks` (an archived object's or table's file) while hashing and counting them; throws
- * `invalid_argument` (as readArchive does) as soon as they exceed the recorded size, or when size
- * or sha256 differ at the end. The last chunk is held back until the check has passed, so that a
- * store never receives the whole of a body that fails it: fs writes a temp file it then removes,
- * and an S3 PUT of the recorded length is abandoned short (S3 is also given the sha256 to check).
- */
-async function* checked(
-  chunks: AsyncIterable<Uint8Array> | Iterable<Uint8Array>,
-  archivePath: string,
-  o: Pick<ArchivedObject, "file" | "bytes" | "sha256">,
-): AsyncGenerator<Uint8Array> {
-  const hash = createHash("sha256");
-  let bytes = 0;
-  let held: Uint8Array | undefined;
-  const mismatch = () =>
-    new TenantryError("invalid_argument", `${archivePath}: checksum mismatch for ${o.file}`);
-  for await (const chunk of chunks) {
-    bytes += chunk.byteLength;
-    if (bytes > o.bytes) throw mismatch();
-    hash.update(chunk);
-    if (held !== undefined) yield held;
-    held = chunk;
-  }
-  if (bytes !== o.bytes || hash.digest("hex") !== o.sha256) throw mismatch();
-  if (held !== undefined) yield held;
-}
 
 /**
  * One tenant's data, whole: archive it (rows of every tenant table and every object under its

@@ -12,7 +12,7 @@ export function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
   }
   // A request destroyed before this is called (its client went away while admission or the rate
   // limit was awaited: Node destroys an unanswered request when its socket closes, and tells no
-  // one who was not listening yet) emits nothing any more: without this, the promise would never
+  // one who was not listening yet; one destroyed while read errs, below) emits nothing any more: without this, the promise would never
   // settle, the handler never end, and close() wait for it forever.
   if (req.destroyed) {
     return Promise.reject(new TenantryError("bad_request", "the client went away before its body was read"));
@@ -21,13 +21,6 @@ export function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
     const chunks: Buffer[] = [];
     let size = 0;
     let failed = false;
-    // Closed before its end (the same, while the body is read): no 'end' will come.
-    req.on("close", () => {
-      if (!req.readableEnded && !failed) {
-        failed = true;
-        reject(new TenantryError("bad_request", "the client went away before its body was read"));
-      }
-    });
     req.on("data", (chunk: Buffer) => {
       if (failed) return;
       size += chunk.length;

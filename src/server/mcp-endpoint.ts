@@ -308,9 +308,7 @@ export class McpEndpoint {
     while (reserved < requests - 1 && d.audit.reserve()) reserved++;
     if (reserved < requests - 1) {
       for (; reserved > 0; reserved--) d.audit.unreserve();
-      throw new TenantryError("service_unavailable", "the audit queue is full", {
-        details: { headers: { "Retry-After": "1" } },
-      });
+      throw auditFull();
     }
     // From here every request message has a slot: the request's own (first) and the ones above
     // (given back if the rate limit refuses the batch).

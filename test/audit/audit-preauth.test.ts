@@ -12,6 +12,7 @@ import type { AuditEvent } from "../../src/audit/audit-event.js";
 import type { Database } from "../../src/db/database.js";
 import { type Harness, startHarness } from "../../src/testing/index.js";
 import { counterTool, mcp } from "../admin/helpers.js";
+import { postJsonRpc } from "../support/replicas.js";
 
 const QUEUE = 50;
 /** The refused requests' share of a queue of 50: a tenth. */
@@ -45,20 +46,9 @@ function sample(text: string, name: string): number {
   return line === undefined ? Number.NaN : Number(line.slice(name.length + 1));
 }
 
-async function batch(h: Harness, token: string, size: number, requestId = "batch-1") {
-  const res = await fetch(h.mcpUrl, {
-    method: "POST",
-    headers: {
-      "Content-Type": "application/json",
-      Accept: "application/json, text/event-stream",
-      Authorization: `Bearer ${token}`,
-      "X-Request-Id": requestId,
-    },
-    body: JSON.stringify(
-      Array.from({ length: size }, (_, i) => ({ jsonrpc: "2.0", id: i + 1, method: "tools/list" })),
-    ),
-  });
-  return { status: res.status, body: (await res.json()) as unknown };
+function batch(h: Harness, token: string, size: number, requestId = "batch-1") {
+  const calls = Array.from({ length: size }, (_, i) => ({ jsonrpc: "2.0", id: i + 1, method: "tools/list" }));
+  return postJsonRpc(h.mcpUrl, token, calls, { "X-Request-Id": requestId });
 }
 
 describe("requests refused before authentication cannot fill the audit queue", () => {

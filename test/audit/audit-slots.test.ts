@@ -5,11 +5,11 @@
  * everyone; an extra `unreserve()` silently takes another request's slot, whose event is then lost.
  * Each path below is hammered, then the counts must balance and the whole queue be free again.
  */
-import { request as httpRequest } from "node:http";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { AuditSink } from "../../src/audit/audit-event.js";
 import { type Harness, startHarness } from "../../src/testing/index.js";
 import { counterTool, mcp } from "../admin/helpers.js";
+import { rawMcpPost } from "../support/raw-mcp.js";
 
 const QUEUE = 40;
 const ROUNDS = 5;
@@ -80,18 +80,7 @@ const list = (n: number) =>
 /** A POST sent chunked (no Content-Length): a body too large is found while reading it. */
 function chunked(h: Harness, token: string, body: string): Promise<number> {
   return new Promise((resolve) => {
-    const url = new URL(h.mcpUrl);
-    const req = httpRequest({
-      host: url.hostname,
-      port: url.port,
-      path: url.pathname,
-      method: "POST",
-      headers: {
-        "Content-Type": "application/json",
-        Accept: "application/json, text/event-stream",
-        Authorization: `Bearer ${token}`,
-      },
-    });
+    const req = rawMcpPost(h.mcpUrl, token);
     req.on("response", (res) => {
       res.resume();
       res.on("end", () => resolve(res.statusCode ?? 0));
@@ -104,19 +93,7 @@ function chunked(h: Harness, token: string, body: string): Promise<number> {
 /** A POST whose body never completes: the client goes away mid-body. */
 function abandonedBody(h: Harness, token: string): Promise<void> {
   return new Promise((resolve) => {
-    const url = new URL(h.mcpUrl);
-    const req = httpRequest({
-      host: url.hostname,
-      port: url.port,
-      path: url.pathname,
-      method: "POST",
-      headers: {
-        "Content-Type": "application/json",
-        Accept: "application/json, text/event-stream",
-        Authorization: `Bearer ${token}`,
-        "Content-Length": "1000",
-      },
-    });
+    const req = rawMcpPost(h.mcpUrl, token, { "Content-Length": "1000" });
     req.on("error", () => resolve());
     req.on("close", () => resolve());
     req.write('{"jsonrpc":"2.0",');

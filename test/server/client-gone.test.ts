@@ -1,6 +1,6 @@
-import { request as httpRequest } from "node:http";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type Harness, startHarness } from "../../src/testing/index.js";
+import { rawMcpPost } from "../support/raw-mcp.js";
 
 /*
  * A client that goes away while its request waits before the body is read (an uncached tenant's
@@ -28,20 +28,10 @@ describe("a client gone while its request waits for admission", () => {
       return get(...args);
     }) as typeof store.get;
     h.app.registry.invalidate();
-    const url = new URL(h.mcpUrl);
     const body = JSON.stringify({ jsonrpc: "2.0", id: 1, method: "tools/list" });
     await new Promise<void>((resolve) => {
-      const req = httpRequest({
-        host: url.hostname,
-        port: url.port,
-        path: url.pathname,
-        method: "POST",
-        headers: {
-          "Content-Type": "application/json",
-          Accept: "application/json, text/event-stream",
-          Authorization: `Bearer ${h.tenants[0]!.token}`,
-          "Content-Length": String(Buffer.byteLength(body)),
-        },
+      const req = rawMcpPost(h.mcpUrl, h.tenants[0]!.token, {
+        "Content-Length": String(Buffer.byteLength(body)),
       });
       req.on("error", () => resolve());
       req.on("close", () => resolve());

@@ -5,9 +5,25 @@ import type { Binding } from "./database.js";
 const require = createRequire(import.meta.url);
 /** pg's own mapping of JavaScript values to wire values, as `Query` uses it for parameters. */
 const { prepareValue } = require("pg/lib/utils") as { prepareValue: (value: unknown) => unknown };
+/** pg's own message encoder: the pg-protocol that pg itself resolves, whose encoding its connection writes. */
+const { serialize } = createRequire(require.resolve("pg"))("pg-protocol") as {
+  serialize: {
+    parse(message: { text: string; name: string }): Buffer;
+    bind(message: {
+      portal: string;
+      statement: string;
+      values: readonly unknown[];
+      valueMapper: unknown;
+    }): Buffer;
+    describe(message: { type: "P"; name: string }): Buffer;
+    execute(message: { portal: string; rows: number }): Buffer;
+    sync(): Buffer;
+  };
+};
 
 /** The parts of pg's connection a query writes to (pg/lib/connection.js). */
 interface WireConnection {
+  stream: { writable: boolean; write(bytes: Buffer): unknown };
   parsedStatements: Record<string, string>;
   submittedNamedStatements: Record<string, string>;
   parse(message: { text: string; name: string }): void;
@@ -32,6 +48,10 @@ const QueryBase = pg.Query as unknown as new (
   _getRows(connection: WireConnection, rows: number | undefined): void;
   queryMode: string | undefined;
   portal: string;
+  handleRowDescription(message: unknown): void;
+  handleDataRow(message: unknown): void;
+  handleCommandComplete(message: unknown, connection: WireConnection): void;
+  handleEmptyQuery(connection: WireConnection): void;
 };
 
 /**
@@ -41,22 +61,82 @@ const QueryBase = pg.Query as unknown as new (
  * then a single Sync. PostgreSQL runs everything before a Sync in one implicit transaction, so the
  * binding (`set_config(…, true)`) holds for the statement and ends with it; if the binding fails,
  * the statement is skipped, and if the statement fails, the resets are (its transaction is rolled
- * back, and its session state with it). The result is pg's multi-result array: the binding's (no
- * rows) first, the statement's second, then one per reset.
+ * back, and its session state with it). The result is the statement's alone: the messages of the
+ * binding and the resets (their completions, and any rows a reset returns) are counted and
+ * dropped, so no result is built for them.
  */
 export class BoundStatement extends QueryBase {
   readonly #binding: Binding;
+  /**
+   * Whose messages arrive now: 0 the binding's, 1 the statement's, 2 and on the resets'. Each of
+   * them ends with CommandComplete, or EmptyQueryResponse for an empty statement; none but the
+   * statement is described, so only its rows come with a RowDescription.
+   */
+  #phase = 0;
+
+  readonly #text: string;
+  readonly #values: readonly unknown[];
 
   constructor(binding: Binding, text: string, values: readonly unknown[]) {
     super(text, values);
     this.queryMode = "extended";
     this.#binding = binding;
+    this.#text = text;
+    this.#values = values;
   }
 
   override prepare(connection: WireConnection): void {
+    const bytes = this.#encoded(connection);
+    if (bytes !== undefined) {
+      if (connection.stream.writable) connection.stream.write(bytes);
+      return;
+    }
+    // First use on this connection (the binding and resets get parsed), or parameters that do
+    // not encode (pg's own prepare reports that): message by message, as pg writes a query.
     const b = this.#binding;
     run(connection, b.name, b.text, b.values);
     super.prepare(connection);
+  }
+
+  /**
+   * The whole exchange as one buffer, once the connection has parsed the binding and the resets:
+   * their Bind/Execute messages are the same for every statement of a binding and are encoded
+   * once; only the statement's own messages are encoded per call. `undefined` when this fast path
+   * does not apply.
+   */
+  #encoded(connection: WireConnection): Buffer | undefined {
+    const wire = encodedBinding(this.#binding);
+    if (!wire.names.every((name) => parsed(connection, name))) return undefined;
+    let bind: Buffer;
+    try {
+      bind = serialize.bind({ portal: "", statement: "", values: this.#values, valueMapper: prepareValue });
+    } catch {
+      return undefined;
+    }
+    return Buffer.concat([
+      wire.head,
+      serialize.parse({ text: this.#text, name: "" }),
+      bind,
+      DESCRIBE_PORTAL,
+      EXECUTE_PORTAL,
+      wire.tail,
+    ]);
+  }
+
+  override handleRowDescription(message: unknown): void {
+    if (this.#phase === 1) super.handleRowDescription(message);
+  }
+
+  override handleDataRow(message: unknown): void {
+    if (this.#phase === 1) super.handleDataRow(message);
+  }
+
+  override handleCommandComplete(message: unknown, connection: WireConnection): void {
+    if (this.#phase++ === 1) super.handleCommandComplete(message, connection);
+  }
+
+  override handleEmptyQuery(connection: WireConnection): void {
+    if (this.#phase++ === 1) super.handleEmptyQuery(connection);
   }
 
   /** After the statement's Execute and before its Sync: the resets. */
@@ -69,12 +149,51 @@ export class BoundStatement extends QueryBase {
   }
 }
 
+const DESCRIBE_PORTAL = serialize.describe({ type: "P", name: "" });
+const EXECUTE_PORTAL = serialize.execute({ portal: "", rows: 0 });
+
+/** A binding's messages as bytes: Bind/Execute of the binding, and of the resets followed by Sync. */
+interface EncodedBinding {
+  /** The prepared statements these messages name. */
+  readonly names: readonly string[];
+  readonly head: Buffer;
+  readonly tail: Buffer;
+}
+
+const encodedBindings = new WeakMap<Binding, EncodedBinding>();
+
+function encodedBinding(binding: Binding): EncodedBinding {
+  let wire = encodedBindings.get(binding);
+  if (wire === undefined) {
+    const execute = (name: string, values: readonly unknown[]) => [
+      serialize.bind({ portal: "", statement: name, values, valueMapper: prepareValue }),
+      EXECUTE_PORTAL,
+    ];
+    const resets = (binding.reset ?? []).map((_, i) => `${binding.name}_reset${i}`);
+    wire = {
+      names: [binding.name, ...resets],
+      head: Buffer.concat(execute(binding.name, binding.values)),
+      tail: Buffer.concat([...resets.flatMap((name) => execute(name, [])), serialize.sync()]),
+    };
+    encodedBindings.set(binding, wire);
+  }
+  return wire;
+}
+
+/**
+ * Whether this connection has parsed (or been sent the Parse of) a named statement. pg confirms
+ * only a query's own name, so ours stay "submitted"; a failed exchange does not leave one
+ * submitted but unparsed, since `pool.query` destroys the connection on any error.
+ */
+function parsed(connection: WireConnection, name: string): boolean {
+  return (
+    connection.parsedStatements[name] !== undefined || connection.submittedNamedStatements[name] !== undefined
+  );
+}
+
 /** Bind/Execute of a named statement, parsed first if this connection has not parsed it yet. */
 function run(connection: WireConnection, name: string, text: string, values: readonly unknown[]): void {
-  if (
-    connection.parsedStatements[name] === undefined &&
-    connection.submittedNamedStatements[name] === undefined
-  ) {
+  if (!parsed(connection, name)) {
     connection.parse({ text, name });
     connection.submittedNamedStatements[name] = text;
   }

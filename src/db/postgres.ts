@@ -130,15 +130,15 @@ export class PostgresDatabase implements Database {
     params: readonly unknown[] = [],
   ): Promise<QueryResult<R>> {
     const statement = new BoundStatement(binding, text, params);
-    let results: pg.QueryResult<R>[];
+    let result: pg.QueryResult<R>;
     try {
-      results = (await this.#pool.query(
+      // The statement's result alone (BoundStatement drops the binding's and the resets').
+      result = (await this.#pool.query(
         statement as unknown as pg.QueryConfig,
-      )) as unknown as pg.QueryResult<R>[];
+      )) as unknown as pg.QueryResult<R>;
     } catch (error) {
       throw undispatched(statement, error);
     }
-    const result = results[1] ?? results[0]!; // the binding's, the statement's, then the resets'
     return { rows: result.rows, rowCount: result.rowCount ?? result.rows.length };
   }
 

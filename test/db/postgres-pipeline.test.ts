@@ -150,4 +150,63 @@ describe.skipIf(!pgUp)("PostgresDatabase transactions, pipelined", () => {
       await db.close();
     }
   });
+
+  it("bound(): on a connection that parsed the binding, each statement returns exactly what the same query returns alone", async () => {
+    const db = open(1); // one connection: after the first exchange, every one is sent as a single encoded write
+    try {
+      await db.exec("CREATE TABLE bound_kinds (n int, t text, at timestamptz, b bytea, j jsonb, ok boolean)");
+      const binding = {
+        name: "test_bind_kinds",
+        text: "SELECT FROM (SELECT set_config('app.tenant_id', $1, true) AS c0) AS b WHERE c0 IS NULL",
+        values: ["acme"],
+        // A reset that returns rows: none of them may reach the statement's result.
+        reset: ["SELECT 42 AS leaked", "RESET ALL"],
+      };
+      const params = [
+        7,
+        "naïve ☃ 'quoted'",
+        new Date("2026-11-30T12:00:00.123Z"),
+        Buffer.from([0, 1, 255]),
+        { a: [1, "x"] },
+        true,
+      ];
+      const cases: Array<[string, unknown[]]> = [
+        ["INSERT INTO bound_kinds VALUES ($1, $2, $3, $4, $5, $6) RETURNING *", params],
+        ["INSERT INTO bound_kinds VALUES ($1, $2, $3, $4, $5, $6)", [8, null, null, null, null, null]],
+        ["SELECT n, t, at, b, j, ok FROM bound_kinds ORDER BY n", []],
+        ["UPDATE bound_kinds SET ok = false WHERE n > $1", [0]],
+        ["SELECT current_setting('app.tenant_id', true) AS t, $1::int[] AS arr", [[1, 2, 3]]],
+        ["SELECT 1 WHERE false", []],
+        ["", []],
+      ];
+      for (let round = 0; round < 2; round++) {
+        for (const [text, values] of cases) {
+          const bound = await db.bound(binding, text, values);
+          const alone = await db.transaction(async (tx) => {
+            await tx.query("SELECT set_config('app.tenant_id', 'acme', true)");
+            return text === "" ? { rows: [], rowCount: 0 } : tx.query(text, values);
+          });
+          if (text.startsWith("INSERT")) {
+            await db.exec("DELETE FROM bound_kinds WHERE ctid = (SELECT max(ctid) FROM bound_kinds)"); // undo the twin
+          }
+          expect({ text, rows: bound.rows, rowCount: bound.rowCount }).toEqual({
+            text,
+            rows: alone.rows,
+            rowCount: alone.rowCount,
+          });
+        }
+      }
+      // A failing statement fails alone; the next exchange (on a new connection: pg-pool drops the
+      // one that failed) parses the binding again and succeeds.
+      await expect(db.bound(binding, "SELECT 1/0")).rejects.toMatchObject({ code: "22012" });
+      expect(
+        (await db.bound<{ t: string }>(binding, "SELECT current_setting('app.tenant_id') AS t")).rows,
+      ).toEqual([{ t: "acme" }]);
+      expect(
+        (await db.bound<{ t: string }>(binding, "SELECT current_setting('app.tenant_id') AS t")).rows,
+      ).toEqual([{ t: "acme" }]);
+    } finally {
+      await db.close();
+    }
+  });
 });

@@ -304,6 +304,9 @@ export class McpEndpoint {
     started: number,
   ): Promise<void> {
     const d = this.#d;
+    // The request's span and event stand for the whole batch (each call has its own tool span,
+    // event and metrics), also when the batch is refused here.
+    state.notes.method = "batch";
     let reserved = 0;
     while (reserved < requests - 1 && d.audit.reserve()) reserved++;
     if (reserved < requests - 1) {
@@ -313,8 +316,6 @@ export class McpEndpoint {
     // From here every request message has a slot: the request's own (first) and the ones above
     // (given back if the rate limit refuses the batch).
     state.notes.batched = true;
-    // The request's span stands for the whole batch (each call has its own tool span, event and metrics).
-    state.notes.method = "batch";
     state.span?.setAttribute("mcp.batch.size", requests);
     // The batch's calls share one tool-time budget: a batch of slow calls lasts one timeout.
     const shared: DispatchState = { ...state, budget: {} };

@@ -186,6 +186,31 @@ describe("requests refused before authentication cannot fill the audit queue", (
     const ok = await mcp(h, tenant.token, "tools/call", { name: "count", arguments: {} });
     expect(ok.status).toBe(200);
   });
+  it("a batch refused for want of audit room is recorded as a batch, with the room its request held", async () => {
+    // A tenant of its own, whose rate the earlier tests have not spent.
+    await h.app.tenants.create({ id: "test" }, { id: "roomy", name: "roomy", rateLimit: 1000 });
+    const tenant = { id: "roomy", token: await h.token("roomy") };
+    writes.stall();
+    // Leave room for two events: the batch's HTTP request takes one, its four calls need three more.
+    for (let i = 0; i < QUEUE - 2; i++) {
+      const r = await mcp(h, tenant.token, "tools/list", {}, { "X-Request-Id": `room-${i}` });
+      expect(r.status).toBe(200);
+    }
+    const refused = await batch(h, tenant.token, 4, "short-batch");
+    expect(refused.status).toBe(503);
+    expect(refused.headers.get("retry-after")).toBe("1");
+    writes.open();
+    const recorded = (await events()).filter((e) => e.requestId === "short-batch");
+    expect(recorded).toEqual([
+      expect.objectContaining({
+        tenantId: tenant.id,
+        action: "batch",
+        outcome: "denied",
+        errorCode: "service_unavailable",
+      }),
+    ]);
+  });
+
   it("a tenant far over its rate, and unknown tenants, while the writer is stalled: other tenants are served", async () => {
     writes.stall();
     const noisy = await h.token("noisy");

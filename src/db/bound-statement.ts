@@ -1,5 +1,6 @@
 import { createRequire } from "node:module";
 import pg from "pg";
+import { TenantryError } from "../errors.js";
 import type { Binding } from "./database.js";
 
 const require = createRequire(import.meta.url);
@@ -35,6 +36,7 @@ interface WireConnection {
   }): void;
   execute(message: { portal: string; rows: number | undefined }): void;
   sync(): void;
+  prependOnceListener(event: "readyForQuery", listener: (message: { status: string }) => void): unknown;
 }
 
 // Constructed from (text, values): a config object would be copied property descriptor by
@@ -52,6 +54,8 @@ const QueryBase = pg.Query as unknown as new (
   handleDataRow(message: unknown): void;
   handleCommandComplete(message: unknown, connection: WireConnection): void;
   handleEmptyQuery(connection: WireConnection): void;
+  handleError(error: Error, connection: WireConnection): void;
+  handleReadyForQuery(connection: WireConnection): void;
 };
 
 /**
@@ -76,6 +80,8 @@ export class BoundStatement extends QueryBase {
 
   readonly #text: string;
   readonly #values: readonly unknown[];
+  /** The transaction status the exchange's ReadyForQuery reports: `I` when no transaction is open. */
+  #status: string | undefined;
 
   constructor(binding: Binding, text: string, values: readonly unknown[]) {
     super(text, values);
@@ -86,6 +92,10 @@ export class BoundStatement extends QueryBase {
   }
 
   override prepare(connection: WireConnection): void {
+    // Ahead of pg's client, which hands the ReadyForQuery on without its status.
+    connection.prependOnceListener("readyForQuery", (message) => {
+      this.#status = message.status;
+    });
     const bytes = this.#encoded(connection);
     if (bytes !== undefined) {
       if (connection.stream.writable) connection.stream.write(bytes);
@@ -137,6 +147,27 @@ export class BoundStatement extends QueryBase {
 
   override handleEmptyQuery(connection: WireConnection): void {
     if (this.#phase++ === 1) super.handleEmptyQuery(connection);
+  }
+
+  /**
+   * A statement that opened a transaction block (`BEGIN`, `START TRANSACTION`) leaves it open past
+   * the Sync: the connection would go back to the pool inside it, and the next exchanges there,
+   * any tenant's, would run in it uncommitted, to be discarded by the next `ROLLBACK` or failure
+   * on it after they were reported as done. Fail the statement instead: `pool.query` then drops
+   * the connection, and PostgreSQL rolls the block back.
+   */
+  override handleReadyForQuery(connection: WireConnection): void {
+    if (this.#status !== undefined && this.#status !== "I") {
+      this.handleError(
+        new TenantryError(
+          "invalid_argument",
+          'a statement left a transaction open; under transaction: "statement" each statement is its own transaction',
+        ),
+        connection,
+      );
+      return;
+    }
+    super.handleReadyForQuery(connection);
   }
 
   /** After the statement's Execute and before its Sync: the resets. */

@@ -107,5 +107,20 @@ describe.each(combos)("session state ends with the tool call: $name", (combo) =>
       );
       expect(seen).toEqual([{ v: "" }]);
     });
+
+    it("a transaction block a tool opens is not left for the next tenant, whose writes it would hold", async () => {
+      // A buggy tool that opens a transaction of its own. Under `transaction: "statement"`, left open,
+      // the connection's next exchanges (any tenant's) would run inside it, uncommitted, and the
+      // next ROLLBACK or failure there would discard them after they were reported as done.
+      await asTool(s, s.tenants[0]!, mode, (q) => q.query("BEGIN")).catch(() => {});
+      await asTool(s, s.tenants[1]!, mode, (q) =>
+        q.query("INSERT INTO notes (title, body) VALUES ('kept after BEGIN', 'x')"),
+      );
+      await asTool(s, s.tenants[0]!, mode, (q) => q.query("ROLLBACK")).catch(() => {});
+      const seen = await asTool(s, s.tenants[1]!, mode, (q) =>
+        q.query("SELECT title FROM notes WHERE title = 'kept after BEGIN'"),
+      );
+      expect(seen.rows).toEqual([{ title: "kept after BEGIN" }]);
+    });
   });
 });

@@ -151,6 +151,32 @@ describe.skipIf(!pgUp)("PostgresDatabase transactions, pipelined", () => {
     }
   });
 
+  it("bound(): a connection whose first exchange failed is not taken as having parsed the resets", async () => {
+    const db = open(1);
+    try {
+      const binding = {
+        name: "test_bind_first_fails",
+        text: "SELECT FROM (SELECT set_config('app.tenant_id', $1, true) AS c0) AS b WHERE c0 IS NULL",
+        values: ["acme"],
+        reset: ["RESET ALL"],
+      };
+      // The first exchange on the connection: the statement fails before the reset's Parse, which
+      // PostgreSQL skips, though pg counts it as submitted. Only dropping the connection (pool.query
+      // does, on any error) keeps the next exchange from Binding a reset that was never parsed.
+      await expect(db.bound(binding, "SELECT 1/0")).rejects.toMatchObject({ code: "22012" });
+      const seen = await db.bound<{ t: string }>(
+        binding,
+        "SELECT current_setting('app.tenant_id') AS t, set_config('app.note', 'left', false)",
+      );
+      expect(seen.rows).toMatchObject([{ t: "acme" }]);
+      // The reset ran with it: the session-level setting did not stay on the connection.
+      const after = await db.query<{ v: string | null }>("SELECT current_setting('app.note', true) AS v");
+      expect(after.rows[0]!.v ?? "").toBe("");
+    } finally {
+      await db.close();
+    }
+  });
+
   it("bound(): on a connection that parsed the binding, each statement returns exactly what the same query returns alone", async () => {
     const db = open(1); // one connection: after the first exchange, every one is sent as a single encoded write
     try {

@@ -38,7 +38,8 @@ export const ERROR_CODES = {
   unsafe_database_role: "The runtime database role could bypass row-level security.",
   unsafe_schema: "A tenant table lacks forced row-level security with a policy.",
   migration_failed: "A migration failed.",
-  backend_unavailable: "A backend (database, Redis, object store) is unreachable.",
+  backend_unavailable:
+    "A backend (database, Redis, object store, the archive directory) is unreachable or failing.",
   tool_timeout: "The tool did not finish within server.tool_timeout_ms.",
   audit_write_failed: "An audit event could not be written; the action was not performed.",
   internal: "Internal error.",

@@ -6,7 +6,7 @@ import { createInterface } from "node:readline";
 import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import type { Database, Queryable } from "../db/database.js";
-import { TenantryError } from "../errors.js";
+import { isTenantryError, TenantryError } from "../errors.js";
 import { type TenantRecord, tenantToJson } from "../tenancy/tenant.js";
 import type { DataIsolation } from "./data-isolation.js";
 import { schemaScope } from "./migrations.js";
@@ -79,11 +79,12 @@ export class TenantData {
     const root = resolve(archiveRoot);
     const final = join(root, `${record.id}-${stamp}`);
     const partial = join(root, `.${record.id}-${stamp}.partial`);
-    await mkdir(join(partial, "rows"), { recursive: true, mode: 0o700 });
-    await mkdir(join(partial, "objects"), { recursive: true, mode: 0o700 });
+    const write = <T>(run: () => Promise<T>) => archiveWrite(archiveRoot, run);
     try {
-      const tables = await this.#archiveRows(record, partial);
-      const objects = await this.#archiveObjects(record, partial);
+      await write(() => mkdir(join(partial, "rows"), { recursive: true, mode: 0o700 }));
+      await write(() => mkdir(join(partial, "objects"), { recursive: true, mode: 0o700 }));
+      const tables = await this.#archiveRows(record, partial, write);
+      const objects = await this.#archiveObjects(record, partial, write);
       const manifest: ArchiveManifest = {
         format: ARCHIVE_FORMAT,
         created_at: new Date().toISOString(),
@@ -92,10 +93,11 @@ export class TenantData {
         tables,
         objects,
       };
-      await writeFile(join(partial, MANIFEST_FILE), `${JSON.stringify(manifest, null, 2)}\n`, {
-        mode: 0o600,
-      });
-      await rename(partial, final);
+      // Last: a directory holding a manifest holds every file it lists.
+      await write(() =>
+        writeFile(join(partial, MANIFEST_FILE), `${JSON.stringify(manifest, null, 2)}\n`, { mode: 0o600 }),
+      );
+      await write(() => rename(partial, final));
       return { path: final, manifest };
     } catch (error) {
       await rm(partial, { recursive: true, force: true }).catch(() => {});
@@ -103,7 +105,7 @@ export class TenantData {
     }
   }
 
-  async #archiveRows(record: TenantRecord, dir: string): Promise<ArchivedTable[]> {
+  async #archiveRows(record: TenantRecord, dir: string, write: ArchiveWrite): Promise<ArchivedTable[]> {
     return this.#d.db.transaction(async (tx) => {
       // One snapshot for every table: the archive is consistent across them.
       await tx.query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY");
@@ -113,7 +115,7 @@ export class TenantData {
       for (const [i, table] of tables.entries()) {
         const columns = await insertableColumns(tx, table);
         const file = `rows/${String(i).padStart(4, "0")}-${table.name.replace(/[^A-Za-z0-9_]/g, "_").slice(0, 60)}.jsonl`;
-        const handle = await open(join(dir, file), "wx", 0o600);
+        const handle = await write(() => open(join(dir, file), "wx", 0o600));
         const hash = createHash("sha256");
         let rows = 0;
         let bytes = 0;
@@ -130,11 +132,11 @@ export class TenantData {
             hash.update(buf);
             bytes += buf.byteLength;
             rows += page.rows.length;
-            await handle.write(buf);
+            await write(() => handle.write(buf));
           }
           await tx.query("CLOSE tenantry_archive");
         } finally {
-          await handle.close();
+          await write(() => handle.close());
         }
         out.push({ name: table.name, file, rows, columns, bytes, sha256: hash.digest("hex") });
       }
@@ -142,7 +144,7 @@ export class TenantData {
     });
   }
 
-  async #archiveObjects(record: TenantRecord, dir: string): Promise<ArchivedObject[]> {
+  async #archiveObjects(record: TenantRecord, dir: string, write: ArchiveWrite): Promise<ArchivedObject[]> {
     const prefix = storagePrefixForKey(record.key);
     const out: ArchivedObject[] = [];
     let cursor: string | undefined;
@@ -154,7 +156,7 @@ export class TenantData {
       for (const full of page.keys) {
         if (!full.startsWith(prefix)) continue;
         const file = `objects/${String(out.length).padStart(6, "0")}`;
-        const copied = await this.#copyObject(full, join(dir, file));
+        const copied = await this.#copyObject(full, join(dir, file), write);
         if (copied === undefined) continue; // deleted while listing
         out.push({ key: full.slice(prefix.length), file, ...copied });
       }
@@ -169,9 +171,13 @@ export class TenantData {
    * whatever its size, never sits in memory whole. A store without `getStream` is read whole,
    * bounded by `max_object_bytes`: a larger object fails the archive (and the deprovision, which
    * leaves the tenant suspended) with `payload_too_large`. A read that fails part-way fails it
-   * with `backend_unavailable`, whatever the store threw.
+   * with `backend_unavailable`, whatever the store threw; so does a write to the archive file.
    */
-  async #copyObject(full: string, file: string): Promise<{ bytes: number; sha256: string } | undefined> {
+  async #copyObject(
+    full: string,
+    file: string,
+    write: ArchiveWrite,
+  ): Promise<{ bytes: number; sha256: string } | undefined> {
     const store = this.#d.objects;
     const body =
       store.getStream !== undefined
@@ -186,16 +192,19 @@ export class TenantData {
             yield body;
           })()
         : readFailures(body); // the stores map their read errors; another store may not
-    await pipeline(
-      source,
-      async function* (chunks: AsyncIterable<Uint8Array>) {
-        for await (const chunk of chunks) {
-          hash.update(chunk);
-          bytes += chunk.byteLength;
-          yield chunk;
-        }
-      },
-      createWriteStream(file, { flags: "wx", mode: 0o600 }),
+    // The source's failures are TenantryErrors already (readFailures): what is left is the write's.
+    await write(() =>
+      pipeline(
+        source,
+        async function* (chunks: AsyncIterable<Uint8Array>) {
+          for await (const chunk of chunks) {
+            hash.update(chunk);
+            bytes += chunk.byteLength;
+            yield chunk;
+          }
+        },
+        createWriteStream(file, { flags: "wx", mode: 0o600 }),
+      ),
     );
     return { bytes, sha256: hash.digest("hex") };
   }
@@ -371,6 +380,46 @@ export class TenantData {
         [seq],
       );
     }
+  }
+}
+
+type ArchiveWrite = <T>(run: () => Promise<T>) => Promise<T>;
+
+/** What an errno means for whoever runs the deployment, in their words. */
+const ARCHIVE_ERRNO: Record<string, string> = {
+  ENOSPC: "no space left on the device",
+  EDQUOT: "disk quota exceeded",
+  EACCES: "permission denied",
+  EPERM: "operation not permitted",
+  EROFS: "read-only file system",
+  ENOTDIR: "a component of the path is not a directory",
+  EISDIR: "a directory is where a file must go",
+  EEXIST: "a file is already where the archive writes",
+  EMFILE: "too many open files",
+  ENFILE: "too many open files in the system",
+  EIO: "I/O error",
+};
+
+/**
+ * Runs one write of an archive (a directory, a file, the rename into place). A failure there — the
+ * archive directory full, read-only, not writable, a file where a directory must be, out of file
+ * descriptors — is `backend_unavailable`, a dependency that is down and may heal (free space and
+ * run `deprovision` again), not a 500. The message names `[lifecycle] archive_dir` as configured
+ * and the errno, never the archive's own paths or Node's message: the errno error is the cause,
+ * for the server's log.
+ */
+async function archiveWrite<T>(archiveDir: string, run: () => Promise<T>): Promise<T> {
+  try {
+    return await run();
+  } catch (error) {
+    if (isTenantryError(error)) throw error;
+    const code = (error as NodeJS.ErrnoException | undefined)?.code;
+    const why = code === undefined ? "write failed" : `${ARCHIVE_ERRNO[code] ?? "write failed"} (${code})`;
+    throw new TenantryError(
+      "backend_unavailable",
+      `cannot write the archive to lifecycle.archive_dir ${JSON.stringify(archiveDir)}: ${why}`,
+      { cause: error },
+    );
   }
 }
 

@@ -255,6 +255,37 @@ describe("FsObjectStore and what it did not write: links, FIFOs", () => {
     expect(text(await store.get("t/7/theirs"))).toBe("tenant 7's secret");
   });
 
+  it("deletePrefix of a tenant removes its whole directory, planted links and FIFOs too, through none of them", async () => {
+    const dir = join(root, "t.d", "9.d");
+    await store.put("t/9/a/b", bytes("nested"));
+    await symlink(join(base, "outside", "secret.f"), join(dir, "passwd.f"));
+    await symlink(join(root, "t.d", "7.d"), join(dir, "other.d")); // another tenant's directory
+    await symlink(join(base, "outside"), join(dir, "a.d", "out.d"));
+    await symlink(join(base, "nowhere"), join(dir, "dangling.f"));
+    execFileSync("mkfifo", [join(dir, "pipe.f")]);
+    execFileSync("mkfifo", [join(dir, "a.d", "pipe")]);
+    const late = Symbol("still running after 5 s");
+    const deleted = await Promise.race([
+      store.deletePrefix("t/9/"),
+      new Promise<typeof late>((r) => setTimeout(() => r(late), 5000).unref()),
+    ]);
+    expect(deleted).toBe(2); // the objects: what is not one is removed, not counted
+    expect(await readdir(join(root, "t.d"))).toEqual(["7.d"]);
+    expect(await readFile(join(base, "outside", "secret.f"), "utf8")).toBe("outside the root");
+    expect(await readFile(join(base, "outside", "sub.d", "deep.f"), "utf8")).toBe("outside, deeper");
+    expect(text(await store.get("t/7/theirs"))).toBe("tenant 7's secret");
+    expect(await readdir(join(root, "t.d", "7.d"))).toEqual(["theirs.f"]);
+  });
+
+  it("deletePrefix refuses a tenant's prefix directory that is a link, and removes nothing through it", async () => {
+    await symlink(join(root, "t.d", "7.d"), join(root, "t.d", "8.d"));
+    const error = await store.deletePrefix("t/8/").catch((e: unknown) => e);
+    expect(isTenantryError(error, "backend_unavailable")).toBe(true);
+    expect((error as Error).message).toBe("object store delete failed");
+    expect(await readdir(join(root, "t.d", "7.d"))).toEqual(["theirs.f"]);
+    expect(text(await store.get("t/7/theirs"))).toBe("tenant 7's secret");
+  });
+
   it("answers at once, with no object, for a FIFO at an object's name (no writer is waited for)", async () => {
     const fifo = join(root, "t.d", "9.d", "pipe.f");
     execFileSync("mkfifo", [fifo]);

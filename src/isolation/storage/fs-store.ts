@@ -358,6 +358,14 @@ export class FsObjectStore implements ObjectStore {
     }
   }
 
+  /**
+   * Deletes every object under `fullPrefix`. A prefix that names a whole directory (`t/<key>/`, a
+   * tenant's, at purge) is then removed with whatever else is in it: entries Tenantry did not write
+   * (see "Only what Tenantry wrote" above) are not objects and are not counted, but a tenant whose
+   * prefix kept a planted link or FIFO would not be gone. That directory and those on the way to it
+   * must be real directories: if one is a link, nothing is removed through it, and the deletion
+   * fails with `backend_unavailable` (the tenant's prefix is not gone; the link is for an operator).
+   */
   async deletePrefix(fullPrefix: string): Promise<number> {
     let deleted = 0;
     let cursor: string | undefined;
@@ -369,7 +377,62 @@ export class FsObjectStore implements ObjectStore {
       for (const key of page.keys) if (await this.delete(key)) deleted++;
       cursor = page.nextCursor;
     } while (cursor !== undefined);
+    if (fullPrefix.endsWith("/")) {
+      const segments = fullPrefix.slice(0, -1).split("/");
+      const dir = this.#resolve(segments.map((segment) => nameOf(segment, DIR_SUFFIX)));
+      await io("delete", () => this.#removeTree(dir));
+    }
     return deleted;
+  }
+
+  /**
+   * Removes the directory `dir` (under the root) and everything in it, never through a link: each
+   * entry is unlinked as what it is (a link itself, never its target; a FIFO or socket without
+   * being opened), and only real directories are descended into, each checked to be reached from
+   * the root through directories before it is read. As in {@link delete}, only an attacker
+   * swapping directories for links while this runs could get past the check.
+   */
+  async #removeTree(dir: string): Promise<void> {
+    let info: Stats;
+    try {
+      info = await lstat(dir);
+    } catch (error) {
+      if (GONE.has(errno(error) ?? "")) return;
+      throw error;
+    }
+    if (!info.isDirectory() || !(await this.#direct(dir))) {
+      // The path is for the server's log (the cause); callers see "object store delete failed".
+      throw new Error(`${dir} is not a directory reached through directories (a link?): not removed`);
+    }
+    const remove = async (current: string): Promise<void> => {
+      let entries: Dirent[];
+      try {
+        if (!(await this.#direct(current))) {
+          throw new Error(`${current} became a link while being removed: not removed`);
+        }
+        entries = await readdir(current, { withFileTypes: true });
+      } catch (error) {
+        if (GONE.has(errno(error) ?? "")) return;
+        throw error;
+      }
+      for (const entry of entries) {
+        const child = path.join(current, entry.name);
+        try {
+          // A Dirent's type is the entry's own (lstat's): a link to a directory is not a directory.
+          if (entry.isDirectory()) await remove(child);
+          else await unlink(child);
+        } catch (error) {
+          if (!GONE.has(errno(error) ?? "")) throw error;
+        }
+      }
+      try {
+        await rmdir(current);
+      } catch (error) {
+        if (!GONE.has(errno(error) ?? "")) throw error;
+      }
+    };
+    await remove(dir);
+    await this.#pruneEmptyParents(path.dirname(dir));
   }
 }
 

@@ -38,7 +38,11 @@ export interface ObjectStore {
    * most `limit` (1-1000). `nextCursor`, set while more keys may follow, is the last key returned.
    */
   list(fullPrefix: string, options: ObjectListOptions): Promise<ObjectListPage>;
-  /** Deletes every object under `fullPrefix` (used by deprovisioning); returns how many. */
+  /**
+   * Deletes every object under `fullPrefix` (used by purge and restore); returns how many. A prefix
+   * ending in `/` is a tenant's: a backend with directories (fs) removes it whole, with anything
+   * planted in it that is not an object.
+   */
   deletePrefix(fullPrefix: string): Promise<number>;
   /** Releases connections; the store is unusable afterwards. */
   close?(): Promise<void>;

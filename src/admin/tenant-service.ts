@@ -41,6 +41,8 @@ export interface TenantServiceDeps {
    * replica has stopped serving it (the registry cache TTL). Default 1000 ms.
    */
   settleMs?: number;
+  /** How old a purge's claim must be for another purge to take it over. Default 10 minutes. */
+  purgeClaimMs?: number;
   now?: () => number;
 }
 
@@ -120,8 +122,14 @@ const RESTORING = "restoring";
  * A purge's claim younger than this is taken to be live: other purges (every replica runs the
  * purge job) leave the tenant to it. An older one was left by a purge that died, and the next purge
  * takes it over. Erasing is idempotent, so a live purge slower than this loses only its last step.
+ * The age is the database's: `updated_at` against its own `now()` (see `RegistryStore.updateIf`).
  */
 const PURGE_CLAIM_MS = 10 * 60_000;
+
+/** A lease or claim duration as the messages that mention it say it. */
+function duration(ms: number): string {
+  return ms >= 60_000 ? `${Math.round(ms / 60_000)} minutes` : `${Math.ceil(ms / 1000)} seconds`;
+}
 
 /**
  * Tenant operations shared by the CLI, the admin REST API and the admin tools. Each action is
@@ -135,6 +143,7 @@ export class TenantService {
   readonly #store: RegistryStore;
   readonly #data: TenantData;
   readonly #now: () => number;
+  readonly #purgeClaimMs: number;
 
   constructor(deps: TenantServiceDeps) {
     this.#d = deps;
@@ -146,6 +155,7 @@ export class TenantService {
       ...(deps.maxObjectBytes !== undefined ? { maxObjectBytes: deps.maxObjectBytes } : {}),
     });
     this.#now = deps.now ?? Date.now;
+    this.#purgeClaimMs = deps.purgeClaimMs ?? PURGE_CLAIM_MS;
   }
 
   async list(
@@ -375,8 +385,8 @@ export class TenantService {
    *   run again and re-creates the tenant (the purged path, with a new key).
    * If erasing fails, or the audit write does, the claim is released and the tenant stays
    * deprovisioned (retried next time). A claim left by a purge that died is finished by the next
-   * purge once it is {@link PURGE_CLAIM_MS} old, whatever `purge_after` says (a restore waits until
-   * then). If anything else wrote the tenant during the erase (an `update`), its data is gone but
+   * purge once it is {@link PURGE_CLAIM_MS} old by the database's clock, whatever `purge_after` says
+   * (a restore waits until then). If anything else wrote the tenant during the erase (an `update`), its data is gone but
    * its row is kept, still claimed: that is a failure, recorded in the audit log, and a later purge
    * finishes it.
    */
@@ -405,18 +415,19 @@ export class TenantService {
         // The list may be old by now: a tenant restored since is active again and must be left alone.
         const record = await this.#store.get(listed.id);
         if (record?.status !== "deprovisioned" || record.archivePath !== listed.archivePath) continue;
-        if (
-          record.provisioningStep === PURGING &&
-          this.#now() - record.updatedAt.getTime() < PURGE_CLAIM_MS
-        ) {
-          continue; // another purge is at it
-        }
+        // Another purge's claim is taken over only once it is old by the database's clock: this
+        // replica's may be skewed from it, and from every other replica's.
         const claimed = await this.#store.updateIf(
           record.id,
-          { version: record.version, status: "deprovisioned" },
+          {
+            version: record.version,
+            status: "deprovisioned",
+            ...(record.provisioningStep === PURGING ? { idleMs: this.#purgeClaimMs } : {}),
+          },
           { provisioningStep: PURGING },
         );
-        if (!claimed) continue; // a restore (or another purge) wrote it first: it is theirs
+        // Another purge is at it, or a restore (or another purge) wrote it first: it is theirs.
+        if (!claimed) continue;
         const release = () =>
           this.#store
             .updateIf(claimed.id, { version: claimed.version }, { provisioningStep: null })
@@ -481,7 +492,7 @@ export class TenantService {
     if (record?.status === "deprovisioned" && record.provisioningStep === PURGING) {
       throw new TenantryError(
         "invalid_argument",
-        `tenant ${id} is being purged: restore it once the purge is done (a purge that was interrupted is finished by any purge run ${PURGE_CLAIM_MS / 60_000} minutes or more after it started)`,
+        `tenant ${id} is being purged: restore it once the purge is done (a purge that was interrupted is finished by any purge run ${duration(this.#purgeClaimMs)} or more after it started)`,
         { details: { conflict: true } },
       );
     }

@@ -117,12 +117,19 @@ export class RegistryStore {
 
   /**
    * Compare-and-set: applies `u` only if the record is still at `expect.version` and/or in
-   * `expect.status`. Returns the written record, or `undefined` when another write (any replica,
-   * the CLI) got there first or the record is gone; the caller decides what that means.
+   * `expect.status`, and, with `expect.idleMs`, only if nothing has written it for at least that
+   * long. Returns the written record, or `undefined` when another write (any replica, the CLI) got
+   * there first, the record is too recently written, or it is gone; the caller decides what that means.
+   *
+   * `idleMs` is measured against `updated_at` by the database's clock alone, in the statement: a
+   * lease or claim whose holder renews `updated_at` is judged alive or dead the same way by every
+   * replica, whatever their own clocks say.
    */
   async updateIf(
     id: string,
-    expect: { version: number; status?: TenantStatus } | { version?: undefined; status: TenantStatus },
+    expect: ({ version: number; status?: TenantStatus } | { version?: undefined; status: TenantStatus }) & {
+      idleMs?: number;
+    },
     u: TenantUpdate,
     q: Queryable = this.#db,
   ): Promise<TenantRecord | undefined> {
@@ -132,7 +139,7 @@ export class RegistryStore {
   async #update(
     id: string,
     u: TenantUpdate,
-    expect: { version?: number; status?: TenantStatus },
+    expect: { version?: number; status?: TenantStatus; idleMs?: number },
     q: Queryable,
   ): Promise<TenantRecord | undefined> {
     const sets: string[] = [];
@@ -169,6 +176,10 @@ export class RegistryStore {
     if (expect.status !== undefined) {
       params.push(expect.status);
       where.push(`status = $${params.length}`);
+    }
+    if (expect.idleMs !== undefined) {
+      params.push(expect.idleMs);
+      where.push(`updated_at <= now() - $${params.length}::float8 * interval '1 millisecond'`);
     }
     const r = await q.query<TenantRow>(
       `WITH r AS (UPDATE tenantry_tenants SET ${sets.join(", ")} WHERE ${where.join(" AND ")} RETURNING ${COLUMNS})

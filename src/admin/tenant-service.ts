@@ -18,6 +18,7 @@ import {
 } from "../tenancy/tenant.js";
 import { assertTenantId } from "../tenancy/tenant-id.js";
 import { type Actor, writeAdminEvent } from "./admin-audit.js";
+import { RegistryLease } from "./registry-lease.js";
 
 export { markerKey } from "../isolation/tenant-data.js";
 export type { Actor } from "./admin-audit.js";
@@ -41,6 +42,12 @@ export interface TenantServiceDeps {
    * replica has stopped serving it (the registry cache TTL). Default 1000 ms.
    */
   settleMs?: number;
+  /**
+   * How long a restore's hold on its tenant outlives the restore's last renewal of it: a restore
+   * that died is taken over by another this long after it stopped. The running restore renews every
+   * tenth of it. Default 5 minutes.
+   */
+  restoreLeaseMs?: number;
   /** How old a purge's claim must be for another purge to take it over. Default 10 minutes. */
   purgeClaimMs?: number;
   now?: () => number;
@@ -113,10 +120,24 @@ const DAY_MS = 86_400_000;
 const PURGING = "purging";
 
 /**
- * `provisioning_step` of a tenant a restore holds in `provisioning`. `create` does not resume such a
- * tenant: it would mark it active with part of the archive restored (run the restore again).
+ * `provisioning_step` of a tenant a restore holds in `provisioning`, as a lease (see
+ * {@link TenantService.restore}). `create` does not resume such a tenant: it would mark it active
+ * with part of the archive restored (run the restore again).
  */
 const RESTORING = "restoring";
+
+/**
+ * `provisioning_step` of a tenant whose restore failed and let it go: still unserved and not
+ * resumable by `create`, but any restore may start on it at once.
+ */
+const RESTORE_FAILED = "restore_failed";
+
+/**
+ * A restore's hold outlives its last renewal by this much. A restore of a large tenant runs for
+ * many minutes and renews all along (every tenth of this); the margin is for a database or event
+ * loop stalled that long, and it is also how long a restore that died blocks the next one.
+ */
+const RESTORE_LEASE_MS = 5 * 60_000;
 
 /**
  * A purge's claim younger than this is taken to be live: other purges (every replica runs the
@@ -143,6 +164,7 @@ export class TenantService {
   readonly #store: RegistryStore;
   readonly #data: TenantData;
   readonly #now: () => number;
+  readonly #restoreLeaseMs: number;
   readonly #purgeClaimMs: number;
 
   constructor(deps: TenantServiceDeps) {
@@ -155,6 +177,7 @@ export class TenantService {
       ...(deps.maxObjectBytes !== undefined ? { maxObjectBytes: deps.maxObjectBytes } : {}),
     });
     this.#now = deps.now ?? Date.now;
+    this.#restoreLeaseMs = deps.restoreLeaseMs ?? RESTORE_LEASE_MS;
     this.#purgeClaimMs = deps.purgeClaimMs ?? PURGE_CLAIM_MS;
   }
 
@@ -191,7 +214,7 @@ export class TenantService {
     if (record && record.status !== "provisioning") {
       throw new TenantryError("tenant_exists", `tenant ${t.id} already exists (status ${record.status})`);
     }
-    if (record?.provisioningStep === RESTORING) {
+    if (record?.provisioningStep === RESTORING || record?.provisioningStep === RESTORE_FAILED) {
       throw new TenantryError(
         "invalid_argument",
         `tenant ${t.id} is being restored, or a restore of it failed: run the restore again`,
@@ -220,13 +243,16 @@ export class TenantService {
     return record;
   }
 
-  /** `step` is what the database step records: `database`, or {@link RESTORING} for a restore. */
+  /**
+   * `step` is what the database step records (`database`); a restore records none: its hold on
+   * the tenant already says what it is, and is renewed apart (see {@link restore}).
+   */
   async #provision(
     actor: Actor,
     action: string,
     record: TenantRecord,
     hooks: { afterStep?: (step: string) => Promise<void> },
-    step: string,
+    step?: string,
   ): Promise<TenantRecord> {
     // Every step is idempotent and a re-run repeats them all, so the recorded step is for people
     // (`tenants show`): it is written where it tells something, not after each step. Under
@@ -234,7 +260,7 @@ export class TenantService {
     // the storage step records its end. The write is conditional like every other: a create and a
     // restore of one tenant must not both carry on.
     await this.#d.isolation.provisionTenant(record);
-    if (this.#d.isolation.strategy === "schema_per_tenant") {
+    if (step !== undefined && this.#d.isolation.strategy === "schema_per_tenant") {
       record = await this.#transition(actor, action, record, { provisioningStep: step });
     }
     await hooks.afterStep?.("database");
@@ -473,6 +499,16 @@ export class TenantService {
    * As in `create`, every write is conditional on the one before: an operation that wrote the
    * tenant meanwhile makes this restore fail with `invalid_argument`.
    *
+   * A restore erases the tenant's data and then writes it for minutes on end, so two restores of
+   * one tenant (replicas, the CLI) must never overlap: the second would erase and write under the
+   * first and mix their data. The restore therefore holds the tenant as a lease from its first
+   * registry write to its last (`provisioning_step = "restoring"`, renewed, see
+   * {@link RegistryLease}). Another restore refuses to start on a held tenant (`invalid_argument`,
+   * `details.conflict`, nothing written) unless the holder has not renewed for
+   * {@link RESTORE_LEASE_MS} by the database's clock, which only a restore that died lets happen;
+   * that one is taken over. A restore that fails in this process lets the tenant go
+   * (`restore_failed`): still unserved and not resumed by `create`, but a restore may run at once.
+   *
    * `path` is resolved against `archive_dir`; with `confine`, it must also lie inside it (the
    * admin API, where the path comes from a remote caller).
    */
@@ -496,45 +532,108 @@ export class TenantService {
         { details: { conflict: true } },
       );
     }
-    await this.#audit(actor, "tenant.restore", id, {
-      archive_path: dir,
-      tables: manifest.tables.map((x) => ({ name: x.name, rows: x.rows })),
-      objects: manifest.objects.length,
-      ...(record ? { replaces: record.status } : {}),
-    });
-    if (record) {
-      record = await this.#transition(actor, "tenant.restore", record, {
-        status: "provisioning",
-        provisioningStep: RESTORING,
+    // Another restore holds the tenant: it is taken over only if its lease ran out (it died), in
+    // the one conditional write, before anything else is written; like a purge's claim.
+    let takenOver = false;
+    if (record?.status === "provisioning" && record.provisioningStep === RESTORING) {
+      const taken = await this.#store.updateIf(
+        id,
+        { version: record.version, status: "provisioning", idleMs: this.#restoreLeaseMs },
+        { provisioningStep: RESTORING },
+      );
+      if (!taken) {
+        throw new TenantryError(
+          "invalid_argument",
+          `tenant ${id} is being restored by another restore: run this one again once that one is done (a restore that was interrupted is taken over by any restore run ${duration(this.#restoreLeaseMs)} or more after it stopped)`,
+          { details: { conflict: true } },
+        );
+      }
+      record = taken;
+      takenOver = true;
+    }
+    try {
+      await this.#audit(actor, "tenant.restore", id, {
+        archive_path: dir,
+        tables: manifest.tables.map((x) => ({ name: x.name, rows: x.rows })),
+        objects: manifest.objects.length,
+        ...(record ? { replaces: takenOver ? "restoring" : record.status } : {}),
       });
+    } catch (error) {
+      if (record && takenOver) await this.#releaseRestore(record);
+      throw error;
+    }
+    const erase = record !== undefined; // its data, or another restore's part of the archive
+    if (record) {
+      if (!takenOver) {
+        record = await this.#transition(actor, "tenant.restore", record, {
+          status: "provisioning",
+          provisioningStep: RESTORING,
+        });
+      }
       this.#d.registry.invalidate(id);
-      await this.#data.erase(record);
     } else {
       // Inserted already marked as the restore's, in the one statement: a restore that died right
       // after inserting must not leave a tenant that `create` would resume (and make active empty).
-      record = await this.#store.insert(
-        {
-          id,
-          name: typeof t.name === "string" ? t.name : id,
-          ...(typeof t.rate_limit === "number" ? { rateLimit: t.rate_limit } : {}),
-          ...(Array.isArray(t.allowed_tools) ? { allowedTools: t.allowed_tools as string[] } : {}),
-          ...(isFlags(t.feature_flags) ? { featureFlags: t.feature_flags } : {}),
-        },
-        undefined,
-        RESTORING,
-      );
+      try {
+        record = await this.#store.insert(
+          {
+            id,
+            name: typeof t.name === "string" ? t.name : id,
+            ...(typeof t.rate_limit === "number" ? { rateLimit: t.rate_limit } : {}),
+            ...(Array.isArray(t.allowed_tools) ? { allowedTools: t.allowed_tools as string[] } : {}),
+            ...(isFlags(t.feature_flags) ? { featureFlags: t.feature_flags } : {}),
+          },
+          undefined,
+          RESTORING,
+        );
+      } catch (error) {
+        // Another restore (or a create) registered it since we read: it is theirs.
+        if (error instanceof TenantryError && error.code === "tenant_exists") {
+          throw await this.#lostRace(actor, "tenant.restore", id);
+        }
+        throw error;
+      }
     }
-    record = await this.#provision(actor, "tenant.restore", record, {}, RESTORING);
-    await this.#data.restore(record, dir, manifest);
-    record = await this.#transition(
-      actor,
-      "tenant.restore",
+    const lease = new RegistryLease(
+      this.#store,
       record,
-      { status: "active", provisioningStep: null, expiresAt: null, archivePath: dir, purgeAfter: null },
-      { version: record.version, status: "provisioning" },
+      { provisioningStep: RESTORING },
+      Math.max(1, Math.floor(this.#restoreLeaseMs / 10)),
     );
+    try {
+      if (erase) await this.#data.erase(record);
+      await this.#provision(actor, "tenant.restore", record, {});
+      // A renewal that failed means another write took the tenant: write no data under it.
+      if (lease.lost) throw await this.#lostRace(actor, "tenant.restore", id);
+      await this.#data.restore(record, dir, manifest);
+      const held = await lease.stop();
+      record = await this.#transition(
+        actor,
+        "tenant.restore",
+        held,
+        { status: "active", provisioningStep: null, expiresAt: null, archivePath: dir, purgeAfter: null },
+        { version: held.version, status: "provisioning" },
+      );
+    } catch (error) {
+      await this.#releaseRestore(await lease.stop());
+      throw error;
+    }
     this.#d.registry.invalidate(id);
     return record;
+  }
+
+  /**
+   * Lets a tenant go after its restore failed in this process, if the restore still holds it: the
+   * operator can run the restore again at once rather than wait for the lease to run out.
+   */
+  async #releaseRestore(held: TenantRecord): Promise<void> {
+    await this.#store
+      .updateIf(
+        held.id,
+        { version: held.version, status: "provisioning" },
+        { provisioningStep: RESTORE_FAILED },
+      )
+      .catch(() => undefined);
   }
 
   /** An archive path as the service reads it: absolute, or relative to `archive_dir`. */

@@ -1,0 +1,77 @@
+import type { RegistryStore } from "../tenancy/registry-store.js";
+import type { TenantRecord, TenantUpdate } from "../tenancy/tenant.js";
+
+/**
+ * A tenant held by a long operation (a restore) for as long as it runs. Replicas and the CLI share
+ * only the database, so the hold is the registry row itself: the holder rewrites it every
+ * `renewMs`, which moves `updated_at` on by the database's clock, and another operation may take
+ * the tenant over only once the row has gone unwritten for a whole lease (see
+ * `RegistryStore.updateIf`'s `idleMs`), which only a holder that died lets happen.
+ *
+ * Each renewal is a compare-and-set on the version the holder wrote last, so it bumps the version
+ * as any write does: the holder's own later writes must use {@link record} (after {@link stop}),
+ * and a takeover or any other write shows up as a renewal that fails ({@link lost}).
+ */
+export class RegistryLease {
+  readonly #store: RegistryStore;
+  readonly #renewal: TenantUpdate;
+  #record: TenantRecord;
+  #timer: ReturnType<typeof setInterval> | undefined;
+  #renewing: Promise<void> | undefined;
+  #lost = false;
+
+  /** Starts renewing `record` (just written by the holder) with `renewal` every `renewMs`. */
+  constructor(store: RegistryStore, record: TenantRecord, renewal: TenantUpdate, renewMs: number) {
+    this.#store = store;
+    this.#record = record;
+    this.#renewal = renewal;
+    this.#timer = setInterval(() => {
+      // One renewal at a time: a slow one is not queued behind, the next tick tries again.
+      this.#renewing ??= this.#renew().finally(() => {
+        this.#renewing = undefined;
+      });
+    }, renewMs);
+    this.#timer.unref();
+  }
+
+  /** The record as the holder's last write left it. */
+  get record(): TenantRecord {
+    return this.#record;
+  }
+
+  /** Another write changed the tenant since the holder's last one: the hold is gone. */
+  get lost(): boolean {
+    return this.#lost;
+  }
+
+  async #renew(): Promise<void> {
+    if (this.#timer === undefined) return;
+    try {
+      const renewed = await this.#store.updateIf(
+        this.#record.id,
+        { version: this.#record.version, status: this.#record.status },
+        this.#renewal,
+      );
+      if (renewed) {
+        this.#record = renewed;
+      } else {
+        this.#lost = true;
+        this.#clear();
+      }
+    } catch {
+      // The database is unreachable for now: the lease lasts several renewals, the next tick retries.
+    }
+  }
+
+  #clear(): void {
+    clearInterval(this.#timer);
+    this.#timer = undefined;
+  }
+
+  /** Stops renewing, once a renewal in flight has ended: {@link record} is then final. */
+  async stop(): Promise<TenantRecord> {
+    this.#clear();
+    await this.#renewing;
+    return this.#record;
+  }
+}

@@ -1,0 +1,228 @@
+import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
+import { markerKey, TenantService, type TenantServiceDeps } from "../../src/admin/tenant-service.js";
+import { isTenantryError } from "../../src/errors.js";
+import { type Harness, startHarness } from "../../src/testing/index.js";
+import { demoMigrations, demoTools } from "../../src/tools/demo/index.js";
+import { createTestDatabase, type TestDatabase } from "../support/postgres.js";
+import { serviceGate } from "../support/services.js";
+import { mcp, toolResult } from "./helpers.js";
+
+const pgUp = await serviceGate("postgres");
+/** Where storage markers live: written by provisioning, before any archived object. */
+const MARKERS = markerKey("").slice(0, -".json".length);
+
+/**
+ * A restore erases a tenant, then writes its rows and objects for as long as the archive takes. Two
+ * restores of one tenant (two replicas, the CLI and the admin API; they share only the database)
+ * must never overlap: the second would erase under the first and write its own copy, mixing both.
+ * The one that comes second is refused while the first is alive, and takes over one that died.
+ */
+describe.each([
+  { backend: "PGlite", postgres: false },
+  { backend: "PostgreSQL", postgres: true },
+])("two restores of one tenant ($backend)", ({ postgres }) => {
+  describe.skipIf(postgres && !pgUp)("restore lease", () => {
+    let db: TestDatabase | undefined;
+    let h: Harness;
+    const actor = { id: "test" };
+
+    beforeAll(async () => {
+      db = postgres ? await createTestDatabase() : undefined;
+      h = await startHarness({
+        tenants: 0,
+        tools: demoTools,
+        migrations: demoMigrations,
+        config: {
+          ...(db ? { database: { url: db.runtimeUrl, admin_url: db.adminUrl } } : {}),
+          auth: { multi_tenant: { registry_cache_ttl_ms: 10 } },
+        },
+      });
+    }, 60_000);
+    afterAll(async () => {
+      await h?.close();
+      await db?.drop();
+    });
+
+    /** Another replica's service on the same databases, with its own lease and clock. */
+    const replica = (deps: Partial<TenantServiceDeps>) =>
+      new TenantService({
+        registry: h.app.registry,
+        isolation: h.app.isolation,
+        objects: h.app.objects,
+        audit: h.app.audit,
+        replica: "other-replica",
+        db: h.app.dbs.admin,
+        archiveDir: h.app.config.lifecycle.archive_dir,
+        retentionDays: 30,
+        settleMs: 0,
+        ...deps,
+      });
+
+    const call = async (id: string, name: string, args: Record<string, unknown> = {}) =>
+      toolResult<Record<string, unknown>>(
+        await mcp(h, await h.token(id), "tools/call", { name, arguments: args }),
+      );
+    /** What the tenant holds, as its tools see it. */
+    const contents = async (id: string) => ({
+      notes: ((await call(id, "notes_list")).notes as { title: string }[]).map((n) => n.title).sort(),
+      documents: ((await call(id, "documents_list")).keys as string[]).sort(),
+    });
+    const ARCHIVED = { notes: ["one", "two"], documents: ["a.txt", "b.txt", "c.txt"] };
+
+    /** A tenant with two notes and three documents, deprovisioned: its archive path and key. */
+    async function archived(id: string) {
+      await h.app.tenants.create(actor, { id, name: id });
+      for (const title of ARCHIVED.notes) await call(id, "notes_create", { title, body: "b" });
+      for (const key of ARCHIVED.documents) await call(id, "documents_put", { key, content: key });
+      const dep = await h.app.tenants.deprovision(actor, id);
+      return { archive: dep.archivePath!, key: dep.key };
+    }
+
+    /**
+     * Stops the next restore when it writes its first archived object: its rows are committed, its
+     * objects half written. `release` lets it go on; `kill` makes it stop there, as a process that died.
+     */
+    function midRestore() {
+      const objects = h.app.objects;
+      const method = objects.putStream ? "putStream" : "put";
+      const original = (objects[method] as (...a: unknown[]) => Promise<unknown>).bind(objects);
+      let reached!: () => void;
+      const atObject = new Promise<void>((r) => {
+        reached = r;
+      });
+      let resume!: (go: boolean) => void;
+      const gate = new Promise<boolean>((r) => {
+        resume = r;
+      });
+      let held = false;
+      const spy = vi.spyOn(objects, method as "put").mockImplementation((async (...args: unknown[]) => {
+        if (!held && !String(args[0]).startsWith(MARKERS)) {
+          held = true;
+          reached();
+          if (!(await gate)) throw new Error("the restore's process died");
+        }
+        return original(...args);
+      }) as typeof objects.put);
+      return {
+        atObject,
+        release: () => resume(true),
+        kill: () => resume(false),
+        restore: () => spy.mockRestore(),
+      };
+    }
+
+    const restoreEvents = async (id: string) =>
+      (await h.app.adminServices.auditLog.query({ tenant: id, action: "tenant.restore" })).map(
+        (e) => e.outcome,
+      );
+
+    it("a second restore while the first writes is refused; the tenant ends with exactly the archive's data", async () => {
+      const id = "twice-co";
+      const { archive } = await archived(id);
+      const gate = midRestore();
+      try {
+        const first = h.app.tenants.restore(actor, archive);
+        await gate.atObject;
+        // From another replica, and from this one: both refused, nothing erased or written.
+        const second = await replica({})
+          .restore(actor, archive)
+          .catch((e: unknown) => e);
+        const third = await h.app.tenants.restore(actor, archive).catch((e: unknown) => e);
+        for (const refused of [second, third]) {
+          expect(isTenantryError(refused, "invalid_argument")).toBe(true);
+          expect(refused).toMatchObject({ details: { conflict: true } });
+          expect((refused as Error).message).toMatch(/being restored by another restore/);
+        }
+        expect(await h.app.tenants.show(id)).toMatchObject({
+          status: "provisioning",
+          provisioningStep: "restoring",
+        });
+        gate.release();
+        expect(await first).toMatchObject({ id, status: "active", provisioningStep: null });
+      } finally {
+        gate.release();
+        gate.restore();
+      }
+      expect(await contents(id)).toEqual(ARCHIVED);
+      expect(await restoreEvents(id)).toEqual(["ok"]); // the refused ones were never attempted
+    });
+
+    it("a live restore renews its hold: it is not taken over however long it runs", async () => {
+      const id = "slow-co";
+      const { archive } = await archived(id);
+      const LEASE = 1000; // renewed every 100 ms
+      const gate = midRestore();
+      try {
+        const slow = replica({ restoreLeaseMs: LEASE }).restore(actor, archive);
+        await gate.atObject;
+        const held = await h.app.tenants.show(id);
+        await new Promise((r) => setTimeout(r, 2.5 * LEASE));
+        // Written by its renewals since: still the slow restore's.
+        expect((await h.app.tenants.show(id)).version).toBeGreaterThan(held.version);
+        const other = await replica({ restoreLeaseMs: LEASE })
+          .restore(actor, archive)
+          .catch((e: unknown) => e);
+        expect(other).toMatchObject({ code: "invalid_argument", details: { conflict: true } });
+        gate.release();
+        // Its last write is conditional on the version its last renewal left.
+        expect(await slow).toMatchObject({ id, status: "active" });
+      } finally {
+        gate.release();
+        gate.restore();
+      }
+      expect(await contents(id)).toEqual(ARCHIVED);
+    });
+
+    it("a restore that died is taken over once its lease ran out, by the database's clock", async () => {
+      const id = "dead-co";
+      const { archive, key } = await archived(id);
+      await h.app.tenants.purge(actor, { now: true }); // purged: the dying restore inserts it
+      const gate = midRestore();
+      // Renews hourly: in this test it never renews, as a process that was killed.
+      const dying = replica({ restoreLeaseMs: 36_000_000 })
+        .restore(actor, archive)
+        .catch((e: unknown) => e);
+      try {
+        const newKey = await (async () => {
+          await gate.atObject;
+          return (await h.app.tenants.show(id)).key;
+        })();
+        expect(newKey).not.toBe(key);
+        // A clock an hour behind the database's does not make the lease look older, nor younger.
+        const taker = replica({ restoreLeaseMs: 1000, now: () => Date.now() - 3_600_000 });
+        const early = await taker.restore(actor, archive).catch((e: unknown) => e);
+        expect(early).toMatchObject({ code: "invalid_argument", details: { conflict: true } });
+
+        await new Promise((r) => setTimeout(r, 1300));
+        gate.restore(); // the taker writes its objects unhindered
+        expect(await taker.restore(actor, archive)).toMatchObject({ id, status: "active", key: newKey });
+      } finally {
+        gate.kill();
+        gate.restore();
+      }
+      expect(await dying).toBeInstanceOf(Error);
+      expect(await h.app.tenants.show(id)).toMatchObject({ status: "active", provisioningStep: null });
+      expect(await contents(id)).toEqual(ARCHIVED);
+    });
+
+    it("a restore that fails in this process lets the tenant go: unserved, not resumed by create, re-run at once", async () => {
+      const id = "failed-co";
+      const { archive } = await archived(id);
+      const gate = midRestore();
+      try {
+        const failing = h.app.tenants.restore(actor, archive).catch((e: unknown) => e);
+        await gate.atObject;
+        gate.kill();
+        expect(await failing).toBeInstanceOf(Error);
+      } finally {
+        gate.restore();
+      }
+      expect((await h.app.tenants.show(id)).status).toBe("provisioning");
+      const created = await h.app.tenants.create(actor, { id, name: id }).catch((e: unknown) => e);
+      expect(isTenantryError(created, "invalid_argument")).toBe(true);
+      // No lease to wait out (5 minutes by default).
+      expect(await h.app.tenants.restore(actor, archive)).toMatchObject({ id, status: "active" });
+      expect(await contents(id)).toEqual(ARCHIVED);
+    });
+  });
+});

@@ -346,8 +346,9 @@ export class TenantService {
 
   /**
    * Deprovisions a tenant: suspends it at once (the registry NOTIFY makes every replica refuse it),
-   * waits `settleMs`, archives its rows and objects into `archive_dir/<id>-<timestamp>/`, then marks
-   * it `deprovisioned` with `purge_after = now + retention_days`. Its data stays in place until
+   * waits `settleMs`, archives its rows and objects into `archive_dir/<id>-<timestamp>/` (fsynced,
+   * files and directories, before anything else: see {@link TenantData.archive}), then marks it
+   * `deprovisioned` with `purge_after = now + retention_days`. Its data stays in place until
    * `purge`. If archiving fails the tenant stays suspended, no archive is left (an archive directory
    * that cannot be written gives `backend_unavailable`), and `deprovision` can be run again.
    *

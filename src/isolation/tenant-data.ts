@@ -1,10 +1,9 @@
 import { createHash } from "node:crypto";
-import { createReadStream, createWriteStream } from "node:fs";
-import { mkdir, open, readFile, rename, rm, writeFile } from "node:fs/promises";
-import { join, resolve } from "node:path";
+import { createReadStream } from "node:fs";
+import { type FileHandle, mkdir, open, readFile, rename, rm } from "node:fs/promises";
+import { dirname, join, relative, resolve, sep } from "node:path";
 import { createInterface } from "node:readline";
 import { Readable } from "node:stream";
-import { pipeline } from "node:stream/promises";
 import type { Database, Queryable } from "../db/database.js";
 import { isTenantryError, TenantryError } from "../errors.js";
 import { type TenantRecord, tenantToJson } from "../tenancy/tenant.js";
@@ -69,7 +68,12 @@ export class TenantData {
 
   /**
    * Writes the tenant's rows and objects to `<archiveRoot>/<id>-<timestamp>/` and returns the
-   * directory. The directory appears complete or not at all (written beside it, then renamed).
+   * directory. The directory appears complete or not at all (written beside it, then renamed), and
+   * it is durable when this returns: every file is fsynced before it is closed, every directory
+   * after its entries are written, and `archiveRoot` after the rename. After `purge` the archive is
+   * the only copy of the tenant's data, and the registry is marked deprovisioned right after this;
+   * without the syncs a crash or power loss could leave that mark pointing at truncated or empty
+   * files, or at a rename the file system never recorded.
    */
   async archive(
     record: TenantRecord,
@@ -81,10 +85,15 @@ export class TenantData {
     const partial = join(root, `.${record.id}-${stamp}.partial`);
     const write = <T>(run: () => Promise<T>) => archiveWrite(archiveRoot, run);
     try {
+      // archive_dir itself, on the first archive: its new entry in its parent must last too.
+      const created = await write(() => mkdir(root, { recursive: true, mode: 0o700 }));
+      if (created !== undefined) await write(() => syncNewDirs(created, root));
       await write(() => mkdir(join(partial, "rows"), { recursive: true, mode: 0o700 }));
       await write(() => mkdir(join(partial, "objects"), { recursive: true, mode: 0o700 }));
       const tables = await this.#archiveRows(record, partial, write);
+      await write(() => syncDir(join(partial, "rows")));
       const objects = await this.#archiveObjects(record, partial, write);
+      await write(() => syncDir(join(partial, "objects")));
       const manifest: ArchiveManifest = {
         format: ARCHIVE_FORMAT,
         created_at: new Date().toISOString(),
@@ -94,10 +103,12 @@ export class TenantData {
         objects,
       };
       // Last: a directory holding a manifest holds every file it lists.
-      await write(() =>
-        writeFile(join(partial, MANIFEST_FILE), `${JSON.stringify(manifest, null, 2)}\n`, { mode: 0o600 }),
-      );
+      await write(() => writeSynced(join(partial, MANIFEST_FILE), `${JSON.stringify(manifest, null, 2)}\n`));
+      // Its entries (rows/, objects/, the manifest) before the rename makes it the archive.
+      await write(() => syncDir(partial));
       await write(() => rename(partial, final));
+      // The rename is an entry of archive_dir: until that is synced it may be lost in a crash.
+      await write(() => syncDir(root));
       return { path: final, manifest };
     } catch (error) {
       await rm(partial, { recursive: true, force: true }).catch(() => {});
@@ -132,9 +143,10 @@ export class TenantData {
             hash.update(buf);
             bytes += buf.byteLength;
             rows += page.rows.length;
-            await write(() => handle.write(buf));
+            await write(() => writeAll(handle, buf));
           }
           await tx.query("CLOSE tenantry_archive");
+          await write(() => handle.sync());
         } finally {
           await write(() => handle.close());
         }
@@ -171,7 +183,9 @@ export class TenantData {
    * whatever its size, never sits in memory whole. A store without `getStream` is read whole,
    * bounded by `max_object_bytes`: a larger object fails the archive (and the deprovision, which
    * leaves the tenant suspended) with `payload_too_large`. A read that fails part-way fails it
-   * with `backend_unavailable`, whatever the store threw; so does a write to the archive file.
+   * with `backend_unavailable`, whatever the store threw; so does a write to the archive file,
+   * or its fsync. The file is written through a FileHandle of our own so that it can be synced
+   * before it is closed.
    */
   async #copyObject(
     full: string,
@@ -192,20 +206,18 @@ export class TenantData {
             yield body;
           })()
         : readFailures(body); // the stores map their read errors; another store may not
-    // The source's failures are TenantryErrors already (readFailures): what is left is the write's.
-    await write(() =>
-      pipeline(
-        source,
-        async function* (chunks: AsyncIterable<Uint8Array>) {
-          for await (const chunk of chunks) {
-            hash.update(chunk);
-            bytes += chunk.byteLength;
-            yield chunk;
-          }
-        },
-        createWriteStream(file, { flags: "wx", mode: 0o600 }),
-      ),
-    );
+    const handle = await write(() => open(file, "wx", 0o600));
+    try {
+      // One chunk at a time: awaiting each write is the back-pressure.
+      for await (const chunk of source) {
+        hash.update(chunk);
+        bytes += chunk.byteLength;
+        await write(() => writeAll(handle, chunk));
+      }
+      await write(() => handle.sync());
+    } finally {
+      await write(() => handle.close());
+    }
     return { bytes, sha256: hash.digest("hex") };
   }
 
@@ -384,6 +396,53 @@ export class TenantData {
 }
 
 type ArchiveWrite = <T>(run: () => Promise<T>) => Promise<T>;
+
+/** Writes all of `chunk`: a write to a file may take only part of it (a full disk, a signal). */
+async function writeAll(handle: FileHandle, chunk: Uint8Array): Promise<void> {
+  for (let at = 0; at < chunk.byteLength; ) {
+    const { bytesWritten } = await handle.write(chunk, at, chunk.byteLength - at);
+    if (bytesWritten === 0) throw Object.assign(new Error("short write"), { code: "EIO" });
+    at += bytesWritten;
+  }
+}
+
+/** Writes a new file and fsyncs it before closing it (the archive's manifest). */
+async function writeSynced(file: string, text: string): Promise<void> {
+  const handle = await open(file, "w", 0o600);
+  try {
+    await handle.writeFile(text, "utf8");
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+}
+
+/**
+ * Fsyncs a directory, which makes its entries (files created, renamed into it) durable. On Linux
+ * a directory opened read-only can be synced.
+ */
+async function syncDir(dir: string): Promise<void> {
+  const handle = await open(dir, "r");
+  try {
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+}
+
+/**
+ * Fsyncs the parent of every directory `mkdir -p` created, from `created` (the first) down to
+ * `root`, so that the new directories are durable entries too. `root` itself is synced later.
+ */
+async function syncNewDirs(created: string, root: string): Promise<void> {
+  const parts = relative(created, root).split(sep).filter(Boolean);
+  let dir = created;
+  await syncDir(dirname(created));
+  for (const part of parts) {
+    await syncDir(dir);
+    dir = join(dir, part);
+  }
+}
 
 /** What an errno means for whoever runs the deployment, in their words. */
 const ARCHIVE_ERRNO: Record<string, string> = {

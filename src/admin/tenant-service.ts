@@ -410,6 +410,13 @@ export class TenantService {
    *   compare-and-set (its `ok` event is followed by an `error` one, as every lost race's), so no
    *   restore writes data while a purge may still erase. The purge completes; the restore can be
    *   run again and re-creates the tenant (the purged path, with a new key).
+   * Once claimed, and before its audit event or any erasing, the tenant's archive must verify
+   * ({@link readArchive}: the manifest, every file's size and sha256) and be of this tenant: after
+   * the purge it is the only copy of the data. A tenant whose archive is missing or does not verify
+   * (a crash that truncated it, a disk that lost it, a hand that deleted it), or that has none, is
+   * not purged: it is listed under `failed` with `backend_unavailable` (the archive directory is
+   * failing; nothing the operator passed was wrong), its claim is released and its data kept, and
+   * the next purge tries again, so it is purged once its archive is put back.
    * If erasing fails, or the audit write does, the claim is released and the tenant stays
    * deprovisioned (retried next time). A claim left by a purge that died is finished by the next
    * purge once it is {@link PURGE_CLAIM_MS} old by the database's clock, whatever `purge_after` says
@@ -461,6 +468,7 @@ export class TenantService {
             .catch(() => undefined);
         let erased: { rows: number; objects: number };
         try {
+          await this.#verifyArchive(claimed);
           await this.#audit(actor, "tenant.purge", claimed.id, {
             archive_path: claimed.archivePath,
             purge_after: claimed.purgeAfter?.toISOString() ?? null,
@@ -490,6 +498,42 @@ export class TenantService {
       }
     }
     return result;
+  }
+
+  /**
+   * Throws unless `record` has an archive that verifies and is of this tenant (its id, and its key
+   * when the manifest records one: an archive of an earlier tenant with this id is not its data).
+   * Every deprovision writes an archive and records its path, so a deprovisioned tenant without
+   * one was not deprovisioned by Tenantry: it is refused too, never purged without a copy.
+   */
+  async #verifyArchive(record: TenantRecord): Promise<void> {
+    const refuse = (why: string, cause?: unknown): never => {
+      throw new TenantryError(
+        "backend_unavailable",
+        `tenant ${record.id} was not purged: ${why}; its data was kept, it stays deprovisioned, and purge tries again once its archive verifies`,
+        cause === undefined ? {} : { cause },
+      );
+    };
+    if (record.archivePath === null) refuse("it has no archive");
+    const path = record.archivePath as string;
+    let manifest: Awaited<ReturnType<typeof readArchive>>;
+    try {
+      manifest = await readArchive(path);
+    } catch (error) {
+      // readArchive's message names the archive and its first problem (invalid_argument to a
+      // restore, whose argument it is; here it is the archive directory that failed).
+      manifest = refuse(
+        `its archive does not verify (${error instanceof TenantryError ? error.message : `${path}: unreadable`})`,
+        error,
+      );
+    }
+    const key = manifest.tenant.key;
+    if (manifest.tenant.id !== record.id) {
+      refuse(`its archive ${path} is of tenant ${manifest.tenant.id}`);
+    }
+    if (key !== undefined && key !== record.key) {
+      refuse(`its archive ${path} is of an earlier tenant ${record.id} (another key)`);
+    }
   }
 
   /**

@@ -62,6 +62,9 @@ export function toHttpError(error: unknown, ctx: MapperContext): HttpError {
   }
   const extra = error.details.headers;
   if (extra && typeof extra === "object") Object.assign(headers, extra as Record<string, string>);
+  // A dependency that is down may heal: every 503 says when to try again, also where the error
+  // came from code that did not choose (a registry read, the object store, the archive directory).
+  if (status === 503 && headers["Retry-After"] === undefined) headers["Retry-After"] = "1";
   const message = status === 500 ? "internal error" : error.message;
   return { status, headers, body: { error: status === 500 ? "internal" : error.code, message } };
 }

@@ -24,6 +24,15 @@ describe.skipIf(!pgUp)("PostgreSQL terminates every connection under a running s
   let server: Replica;
   const tokens: Record<string, string> = {};
   const superuser = () => new pg.Client({ connectionString: db.superUrl });
+  const asSuper = async (sql: string) => {
+    const su = superuser();
+    await su.connect();
+    try {
+      await su.query(sql);
+    } finally {
+      await su.end();
+    }
+  };
   const terminate = async (where = "true") => {
     const su = superuser();
     await su.connect();
@@ -126,15 +135,6 @@ describe.skipIf(!pgUp)("PostgreSQL terminates every connection under a running s
   });
 
   it("while PostgreSQL refuses new connections, a call fails with service_unavailable; then it serves", async () => {
-    const asSuper = async (sql: string) => {
-      const su = superuser();
-      await su.connect();
-      try {
-        await su.query(sql);
-      } finally {
-        await su.end();
-      }
-    };
     await asSuper(`ALTER ROLE "${db.runtimeRole}" NOLOGIN`);
     try {
       await terminate(`usename = '${db.runtimeRole}'`);
@@ -150,6 +150,25 @@ describe.skipIf(!pgUp)("PostgreSQL terminates every connection under a running s
     await pollUntil(
       async () => titlesOf(await callTool(server.mcpUrl, tokens.acme!, "notes_list")) !== undefined,
       5_000,
+      "served again",
+    );
+  });
+
+  it("while the registry cannot be read, a tenant not in the cache gets 503 with Retry-After; then it is served", async () => {
+    server.app.registry.invalidate(); // acme must be read from the registry
+    await asSuper(`ALTER ROLE "${db.ownerRole}" NOLOGIN`);
+    try {
+      await terminate(`usename = '${db.ownerRole}'`);
+      const r = await callTool(server.mcpUrl, tokens.acme!, "notes_list");
+      expect(r.status).toBe(503);
+      expect(r.body).toMatchObject({ error: "service_unavailable" });
+      expect(r.headers.get("retry-after")).toBe("1");
+    } finally {
+      await asSuper(`ALTER ROLE "${db.ownerRole}" LOGIN`);
+    }
+    await pollUntil(
+      async () => titlesOf(await callTool(server.mcpUrl, tokens.acme!, "notes_list")) !== undefined,
+      10_000,
       "served again",
     );
   });

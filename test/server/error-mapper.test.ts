@@ -32,6 +32,19 @@ describe("error codes", () => {
     }
   });
 
+  it("every 503 says when to retry: Retry-After 1 unless the error chose its own", () => {
+    for (const code of ["service_unavailable", "backend_unavailable"] as const) {
+      const mapped = toHttpError(new TenantryError(code, "down"), mapper);
+      expect(mapped.status, code).toBe(503);
+      expect(mapped.headers["Retry-After"], code).toBe("1");
+    }
+    const chosen = new TenantryError("service_unavailable", "IdP down", {
+      details: { headers: { "Retry-After": "5" } },
+    });
+    expect(toHttpError(chosen, mapper).headers["Retry-After"]).toBe("5");
+    expect(toHttpError(new TenantryError("tenant_suspended"), mapper).headers["Retry-After"]).toBeUndefined();
+  });
+
   it("401 and insufficient_scope carry the WWW-Authenticate challenge; others do not", () => {
     expect(toHttpError(new TenantryError("invalid_token"), mapper).headers["WWW-Authenticate"]).toContain(
       'error="invalid_token"',

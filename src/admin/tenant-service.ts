@@ -363,6 +363,27 @@ export class TenantService {
     if (record.status === "deprovisioned") {
       throw new TenantryError("invalid_argument", `tenant ${id} is already deprovisioned`);
     }
+    // A live restore holds the tenant (see restore) and writes its data for minutes, renewing its
+    // hold far less often than an archive takes: deprovisioning under it would archive half a
+    // restore and mark the tenant deprovisioned while the restore still writes (then a purge
+    // erases, and the restore's later writes are left behind). Refused like a second restore; a
+    // dead restore's hold (not renewed for a whole lease, by the database's clock) is taken over
+    // in the one conditional write, before anything else is written.
+    if (record.status === "provisioning" && record.provisioningStep === RESTORING) {
+      const taken = await this.#store.updateIf(
+        id,
+        { version: record.version, status: "provisioning", idleMs: this.#restoreLeaseMs },
+        { provisioningStep: RESTORE_FAILED },
+      );
+      if (!taken) {
+        throw new TenantryError(
+          "invalid_argument",
+          `tenant ${id} is being restored: deprovision it once the restore is done (a restore that was interrupted lets it go ${duration(this.#restoreLeaseMs)} after it stopped)`,
+          { details: { conflict: true } },
+        );
+      }
+      record = taken;
+    }
     await this.#audit(actor, "tenant.deprovision", id, {
       previous: record.status,
       retention_days: this.#d.retentionDays,

@@ -205,6 +205,45 @@ describe.each([
       expect(await contents(id)).toEqual(ARCHIVED);
     });
 
+    it("a deprovision is refused while a live restore holds the tenant: it would archive half a restore and mark it deprovisioned under it", async () => {
+      const id = "deprov-held-co";
+      const { archive } = await archived(id);
+      const gate = midRestore();
+      try {
+        const restoring = h.app.tenants.restore(actor, archive).catch((e: unknown) => e);
+        await gate.atObject; // rows written, objects not yet
+        const deprovisioned = await replica({})
+          .deprovision(actor, id)
+          .catch((e: unknown) => e);
+        expect(deprovisioned).toMatchObject({ code: "invalid_argument", details: { conflict: true } });
+        expect(await h.app.tenants.show(id)).toMatchObject({
+          status: "provisioning",
+          provisioningStep: "restoring",
+        });
+        gate.release();
+        expect(await restoring).toMatchObject({ id, status: "active", provisioningStep: null });
+      } finally {
+        gate.release();
+        gate.restore();
+      }
+      expect(await contents(id)).toEqual(ARCHIVED);
+    });
+
+    it("a restore that failed can be deprovisioned (and so purged) without waiting", async () => {
+      const id = "deprov-failed-co";
+      const { archive } = await archived(id);
+      const gate = midRestore();
+      try {
+        const failing = h.app.tenants.restore(actor, archive).catch((e: unknown) => e);
+        await gate.atObject;
+        gate.kill();
+        expect(await failing).toBeInstanceOf(Error);
+      } finally {
+        gate.restore();
+      }
+      expect(await replica({}).deprovision(actor, id)).toMatchObject({ id, status: "deprovisioned" });
+    });
+
     it("a restore that fails in this process lets the tenant go: unserved, not resumed by create, re-run at once", async () => {
       const id = "failed-co";
       const { archive } = await archived(id);

@@ -1,6 +1,6 @@
 import { createHash } from "node:crypto";
 import { createReadStream } from "node:fs";
-import { mkdir, open, readFile, rename, rm } from "node:fs/promises";
+import { mkdir, open, readFile, rename, rm, unlink } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { createInterface } from "node:readline";
 import { Readable } from "node:stream";
@@ -201,30 +201,41 @@ export class TenantData {
     write: ArchiveWrite,
   ): Promise<{ bytes: number; sha256: string } | undefined> {
     const store = this.#d.objects;
-    const body =
-      store.getStream !== undefined
-        ? await store.getStream(full)
-        : await store.get(full, { maxBytes: this.#d.maxObjectBytes ?? DEFAULT_MAX_OBJECT_BYTES });
-    if (body === undefined) return undefined;
+    // The file first, the object second: an object opened for a file that then cannot be created
+    // (EEXIST, ENOSPC, EMFILE) would be left open, an fs descriptor or an S3 socket, never read.
+    const handle = await write(() => open(file, "wx", 0o600));
     const hash = createHash("sha256");
     let bytes = 0;
-    const source: AsyncIterable<Uint8Array> =
-      body instanceof Uint8Array
-        ? (async function* () {
-            yield body;
-          })()
-        : readFailures(body); // the stores map their read errors; another store may not
-    const handle = await write(() => open(file, "wx", 0o600));
+    let gone = false;
     try {
-      // One chunk at a time: awaiting each write is the back-pressure.
-      for await (const chunk of source) {
-        hash.update(chunk);
-        bytes += chunk.byteLength;
-        await write(() => writeAll(handle, chunk));
+      const body =
+        store.getStream !== undefined
+          ? await store.getStream(full)
+          : await store.get(full, { maxBytes: this.#d.maxObjectBytes ?? DEFAULT_MAX_OBJECT_BYTES });
+      if (body === undefined) {
+        gone = true;
+      } else {
+        const source: AsyncIterable<Uint8Array> =
+          body instanceof Uint8Array
+            ? (async function* () {
+                yield body;
+              })()
+            : readFailures(body); // the stores map their read errors; another store may not
+        // One chunk at a time: awaiting each write is the back-pressure.
+        for await (const chunk of source) {
+          hash.update(chunk);
+          bytes += chunk.byteLength;
+          await write(() => writeAll(handle, chunk));
+        }
+        await write(() => handle.sync());
       }
-      await write(() => handle.sync());
     } finally {
       await write(() => handle.close());
+    }
+    if (gone) {
+      // Deleted while listing: the next object's file takes this name.
+      await write(() => unlink(file));
+      return undefined;
     }
     return { bytes, sha256: hash.digest("hex") };
   }

@@ -1,4 +1,4 @@
-import { mkdir, mkdtemp, readdir, rm, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readdir, readlink, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
@@ -27,7 +27,7 @@ describe("deprovision when writing the archive fails", () => {
     blocker = join(base, "mount");
     archiveDir = join(blocker, "archive");
     h = await startHarness({
-      tenants: [{ id: "acme" }, { id: "globex" }],
+      tenants: [{ id: "acme" }, { id: "globex" }, { id: "initech" }],
       tools: demoTools,
       migrations: demoMigrations,
       config: {
@@ -35,7 +35,7 @@ describe("deprovision when writing the archive fails", () => {
         lifecycle: { archive_dir: archiveDir },
       },
     });
-    for (const id of ["acme", "globex"]) {
+    for (const id of ["acme", "globex", "initech"]) {
       toolResult(
         await mcp(h, await h.token(id), "tools/call", {
           name: "documents_put",
@@ -116,5 +116,26 @@ describe("deprovision when writing the archive fails", () => {
     const manifest = await readArchive(done.archivePath as string);
     expect(manifest.tables.reduce((n, t) => n + t.rows, 0)).toBeGreaterThan(0);
     expect(manifest.objects.map((o) => o.key)).toEqual(["doc"]);
+  });
+
+  it("an object's archive file that cannot be created leaves no descriptor open on the object", async () => {
+    await mkdir(archiveDir, { recursive: true });
+    vi.useFakeTimers({ toFake: ["Date"], now: new Date("2026-11-30T13:00:00.000Z") });
+    // A directory where the first object's file goes: open(…, "wx") fails with EEXIST.
+    await mkdir(join(archiveDir, ".initech-20261130T130000000Z.partial", "objects", "000000"), {
+      recursive: true,
+    });
+    let error: unknown;
+    try {
+      error = await h.app.tenants.deprovision({ id: "test" }, "initech").catch((e: unknown) => e);
+    } finally {
+      vi.useRealTimers();
+    }
+    expectArchiveError(error, "EEXIST");
+    const root = h.app.config.storage.root as string;
+    const open = await Promise.all(
+      (await readdir("/proc/self/fd")).map((fd) => readlink(`/proc/self/fd/${fd}`).catch(() => "")),
+    );
+    expect(open.filter((target) => target.startsWith(root))).toEqual([]);
   });
 });

@@ -11,6 +11,11 @@ import type { TenantRecord, TenantUpdate } from "../tenancy/tenant.js";
  * Each renewal is a compare-and-set on the version the holder wrote last, so it bumps the version
  * as any write does: the holder's own later writes must use {@link record} (after {@link stop}),
  * and a takeover or any other write shows up as a renewal that fails ({@link lost}).
+ *
+ * A holder cut off from the database cannot learn of a takeover, so it also counts its hold as
+ * lost once no renewal has succeeded for a whole lease less one renewal period, timed by this
+ * process's monotonic clock from when that renewal was sent: the database cannot have seen the
+ * row unwritten for longer than that, so no takeover can have happened before the holder knows.
  */
 export class RegistryLease {
   readonly #store: RegistryStore;
@@ -19,12 +24,28 @@ export class RegistryLease {
   #timer: ReturnType<typeof setInterval> | undefined;
   #renewing: Promise<void> | undefined;
   #lost = false;
+  /** When the last write of the hold that succeeded was sent (`performance.now()`). */
+  #sentAt: number;
+  /** How long after {@link #sentAt} the hold counts as lost without a successful renewal. */
+  readonly #expiresAfterMs: number;
 
-  /** Starts renewing `record` (just written by the holder) with `renewal` every `renewMs`. */
-  constructor(store: RegistryStore, record: TenantRecord, renewal: TenantUpdate, renewMs: number) {
+  /**
+   * Starts renewing `record` (written by the holder, that write sent at `sentAt` by
+   * `performance.now()`) with `renewal` every `renewMs`; others may take it over once it has gone
+   * unwritten for `leaseMs`.
+   */
+  constructor(
+    store: RegistryStore,
+    record: TenantRecord,
+    renewal: TenantUpdate,
+    timing: { renewMs: number; leaseMs: number; sentAt: number },
+  ) {
+    const { renewMs, leaseMs, sentAt } = timing;
     this.#store = store;
     this.#record = record;
     this.#renewal = renewal;
+    this.#sentAt = sentAt;
+    this.#expiresAfterMs = Math.max(0, leaseMs - renewMs);
     this.#timer = setInterval(() => {
       // One renewal at a time: a slow one is not queued behind, the next tick tries again.
       this.#renewing ??= this.#renew().finally(() => {
@@ -39,13 +60,17 @@ export class RegistryLease {
     return this.#record;
   }
 
-  /** Another write changed the tenant since the holder's last one: the hold is gone. */
+  /**
+   * The hold is gone, or may be: another write changed the tenant since the holder's last one, or
+   * no renewal has succeeded for long enough that another operation could have taken it over.
+   */
   get lost(): boolean {
-    return this.#lost;
+    return this.#lost || performance.now() - this.#sentAt >= this.#expiresAfterMs;
   }
 
   async #renew(): Promise<void> {
     if (this.#timer === undefined) return;
+    const sentAt = performance.now();
     try {
       const renewed = await this.#store.updateIf(
         this.#record.id,
@@ -54,6 +79,7 @@ export class RegistryLease {
       );
       if (renewed) {
         this.#record = renewed;
+        this.#sentAt = sentAt;
       } else {
         this.#lost = true;
         this.#clear();

@@ -139,6 +139,9 @@ const RESTORE_FAILED = "restore_failed";
  */
 const RESTORE_LEASE_MS = 5 * 60_000;
 
+/** Thrown inside a restore whose hold is gone; reported as the lost race it is. */
+const HOLD_LOST = new Error("the restore's hold on its tenant is gone");
+
 /**
  * A purge's claim younger than this is taken to be live: other purges (every replica runs the
  * purge job) leave the tenant to it. An older one was left by a purge that died, and the next purge
@@ -601,6 +604,8 @@ export class TenantService {
     // Another restore holds the tenant: it is taken over only if its lease ran out (it died), in
     // the one conditional write, before anything else is written; like a purge's claim.
     let takenOver = false;
+    /** When the write that gave this restore its hold was sent (`performance.now()`). */
+    let heldSince = performance.now();
     if (record?.status === "provisioning" && record.provisioningStep === RESTORING) {
       const taken = await this.#store.updateIf(
         id,
@@ -631,6 +636,7 @@ export class TenantService {
     const erase = record !== undefined; // its data, or another restore's part of the archive
     if (record) {
       if (!takenOver) {
+        heldSince = performance.now();
         record = await this.#transition(actor, "tenant.restore", record, {
           status: "provisioning",
           provisioningStep: RESTORING,
@@ -641,6 +647,7 @@ export class TenantService {
       // Inserted already marked as the restore's, in the one statement: a restore that died right
       // after inserting must not leave a tenant that `create` would resume (and make active empty).
       try {
+        heldSince = performance.now();
         record = await this.#store.insert(
           {
             id,
@@ -664,14 +671,24 @@ export class TenantService {
       this.#store,
       record,
       { provisioningStep: RESTORING },
-      Math.max(1, Math.floor(this.#restoreLeaseMs / 10)),
+      {
+        renewMs: Math.max(1, Math.floor(this.#restoreLeaseMs / 10)),
+        leaseMs: this.#restoreLeaseMs,
+        sentAt: heldSince,
+      },
     );
+    // Before every write of data: a hold that is gone (another write took the tenant) or may be
+    // (no renewal got through for most of a lease) means another restore may be erasing and
+    // writing this tenant now, so this one writes nothing more.
+    const stillHeld = () => {
+      if (lease.lost) throw HOLD_LOST;
+    };
     try {
       if (erase) await this.#data.erase(record);
       await this.#provision(actor, "tenant.restore", record, {});
-      // A renewal that failed means another write took the tenant: write no data under it.
-      if (lease.lost) throw await this.#lostRace(actor, "tenant.restore", id);
-      await this.#data.restore(record, dir, manifest);
+      stillHeld();
+      await this.#data.restore(record, dir, manifest, stillHeld);
+      stillHeld();
       const held = await lease.stop();
       record = await this.#transition(
         actor,
@@ -682,6 +699,7 @@ export class TenantService {
       );
     } catch (error) {
       await this.#releaseRestore(await lease.stop());
+      if (error === HOLD_LOST) throw await this.#lostRace(actor, "tenant.restore", id);
       throw error;
     }
     this.#d.registry.invalidate(id);

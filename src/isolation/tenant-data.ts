@@ -278,11 +278,16 @@ export class TenantData {
    * empty). Rows keep their `tenant_id`, which must be this tenant's; sequences are moved past the
    * restored values. Tables that provisioning already filled and that are not app tenant tables
    * (bookkeeping such as a per-schema migrations table) are left as provisioning wrote them.
+   *
+   * `stillHeld` is called before each table's rows, before they commit, and before each object,
+   * and throws if the caller may no longer write this tenant (its hold on it is gone): whatever it
+   * throws fails the restore there, the rows rolled back.
    */
   async restore(
     record: TenantRecord,
     archivePath: string,
     manifest: ArchiveManifest,
+    stillHeld: () => void = () => {},
   ): Promise<{ skipped: string[] }> {
     if (manifest.tenant.id !== record.id) {
       throw new TenantryError(
@@ -321,12 +326,15 @@ export class TenantData {
           );
         }
         if (entry.rows === 0) continue;
+        stillHeld();
         await this.#insertRows(tx, record, table, entry, archivePath);
       }
+      stillHeld(); // the last moment the rows can still be rolled back
     });
     const prefix = storagePrefixForKey(record.key);
     const store = this.#d.objects;
     for (const o of manifest.objects) {
+      stillHeld();
       const file = join(archivePath, o.file);
       // readArchive checked size and sha256 on a first read; what is copied is a second read of the
       // file, checked again as it goes, so that a file changed in between fails the restore (which

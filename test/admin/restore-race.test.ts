@@ -1,6 +1,9 @@
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { markerKey, TenantService, type TenantServiceDeps } from "../../src/admin/tenant-service.js";
+import type { Database } from "../../src/db/database.js";
 import { isTenantryError } from "../../src/errors.js";
+import { storagePrefixForKey } from "../../src/isolation/names.js";
+import { RegistryStore } from "../../src/tenancy/registry-store.js";
 import { type Harness, startHarness } from "../../src/testing/index.js";
 import { demoMigrations, demoTools } from "../../src/tools/demo/index.js";
 import { createTestDatabase, type TestDatabase } from "../support/postgres.js";
@@ -202,6 +205,66 @@ describe.each([
       }
       expect(await dying).toBeInstanceOf(Error);
       expect(await h.app.tenants.show(id)).toMatchObject({ status: "active", provisioningStep: null });
+      expect(await contents(id)).toEqual(ARCHIVED);
+    });
+
+    it("a restore cut off from the registry stops writing once its hold may have run out", async () => {
+      const id = "cut-off-co";
+      const { archive } = await archived(id);
+      // This replica's registry writes (its renewals among them) fail once `cutOff` is set; its
+      // data writes (rows, objects) still go through, as with a registry on another database.
+      let cutOff = false;
+      const admin = h.app.dbs.admin;
+      const db = new Proxy(admin, {
+        get(target, prop) {
+          if (prop === "query") {
+            return (text: string, params?: readonly unknown[]) =>
+              cutOff && text.includes("UPDATE tenantry_tenants")
+                ? Promise.reject(new Error("registry unreachable"))
+                : target.query(text, params);
+          }
+          const value = Reflect.get(target, prop, target);
+          return typeof value === "function" ? value.bind(target) : value;
+        },
+      }) as Database;
+      const store = new RegistryStore(db);
+      const registry = new Proxy(h.app.registry, {
+        get(target, prop) {
+          if (prop === "store") return store;
+          const value = Reflect.get(target, prop, target);
+          return typeof value === "function" ? value.bind(target) : value;
+        },
+      });
+      const LEASE = 1000; // renewed every 100 ms; taken over by others 1 s after the last renewal
+      const gate = midRestore();
+      let outcome: unknown;
+      let key: string | undefined;
+      try {
+        const cut = replica({ registry, restoreLeaseMs: LEASE })
+          .restore(actor, archive)
+          .catch((e: unknown) => e);
+        await gate.atObject; // rows committed, the first object on its way
+        key = (await h.app.tenants.show(id)).key;
+        cutOff = true;
+        await new Promise((r) => setTimeout(r, 1.3 * LEASE)); // another restore could take over now
+        gate.release();
+        outcome = await cut;
+      } finally {
+        cutOff = false;
+        gate.release();
+        gate.restore();
+      }
+      expect(outcome).toMatchObject({ code: "invalid_argument", details: { conflict: true } });
+      // The object already on its way when the hold ran out was written; no other one was.
+      const written = await h.app.objects.list(storagePrefixForKey(key!), { limit: 100 });
+      expect(written.keys.length).toBeLessThanOrEqual(1);
+      // Still the restore's (unserved), and any restore may take it over: nothing was left half-active.
+      expect((await h.app.tenants.show(id)).status).toBe("provisioning");
+      await new Promise((r) => setTimeout(r, 1.1 * LEASE));
+      expect(await replica({ restoreLeaseMs: LEASE }).restore(actor, archive)).toMatchObject({
+        id,
+        status: "active",
+      });
       expect(await contents(id)).toEqual(ARCHIVED);
     });
 

@@ -144,9 +144,10 @@ const HOLD_LOST = new Error("the restore's hold on its tenant is gone");
 
 /**
  * A purge's claim younger than this is taken to be live: other purges (every replica runs the
- * purge job) leave the tenant to it. An older one was left by a purge that died, and the next purge
- * takes it over. Erasing is idempotent, so a live purge slower than this loses only its last step.
- * The age is the database's: `updated_at` against its own `now()` (see `RegistryStore.updateIf`).
+ * purge job) leave the tenant to it. A live purge renews its claim every tenth of this (verifying a
+ * large archive or erasing a large tenant takes a while), so an older one was left by a purge that
+ * died, and the next purge takes it over. The age is the database's: `updated_at` against its own
+ * `now()` (see `RegistryStore.updateIf`).
  */
 const PURGE_CLAIM_MS = 10 * 60_000;
 
@@ -442,7 +443,9 @@ export class TenantService {
    * failing; nothing the operator passed was wrong), its claim is released and its data kept, and
    * the next purge tries again, so it is purged once its archive is put back.
    * If erasing fails, or the audit write does, the claim is released and the tenant stays
-   * deprovisioned (retried next time). A claim left by a purge that died is finished by the next
+   * deprovisioned (retried next time). The claim is renewed while the purge runs (see
+   * {@link RegistryLease}); a purge that cannot renew it stops before its audit event or before
+   * erasing, as a lost race. A claim left by a purge that died is finished by the next
    * purge once it is {@link PURGE_CLAIM_MS} old by the database's clock, whatever `purge_after` says
    * (a restore waits until then). If anything else wrote the tenant during the erase (an `update`), its data is gone but
    * its row is kept, still claimed: that is a failure, recorded in the audit log, and a later purge
@@ -475,6 +478,7 @@ export class TenantService {
         if (record?.status !== "deprovisioned" || record.archivePath !== listed.archivePath) continue;
         // Another purge's claim is taken over only once it is old by the database's clock: this
         // replica's may be skewed from it, and from every other replica's.
+        const claimSent = performance.now();
         const claimed = await this.#store.updateIf(
           record.id,
           {
@@ -486,26 +490,30 @@ export class TenantService {
         );
         // Another purge is at it, or a restore (or another purge) wrote it first: it is theirs.
         if (!claimed) continue;
-        const release = () =>
-          this.#store
-            .updateIf(claimed.id, { version: claimed.version }, { provisioningStep: null })
-            .catch(() => undefined);
+        // Held as a lease for as long as this purge runs (verifying a large archive, erasing a
+        // large tenant): renewed, so that only a purge that died is taken over.
+        const lease = this.#hold(claimed, PURGING, this.#purgeClaimMs, claimSent);
         let erased: { rows: number; objects: number };
         try {
           await this.#verifyArchive(claimed);
+          if (lease.lost) throw HOLD_LOST;
           await this.#audit(actor, "tenant.purge", claimed.id, {
             archive_path: claimed.archivePath,
             purge_after: claimed.purgeAfter?.toISOString() ?? null,
             forced: options.now === true,
           });
+          if (lease.lost) throw HOLD_LOST;
           erased = await this.#data.erase(claimed);
         } catch (error) {
-          await release();
+          const held = await lease.stop();
+          await this.#store
+            .updateIf(held.id, { version: held.version }, { provisioningStep: null })
+            .catch(() => undefined);
+          if (error === HOLD_LOST) throw await this.#lostRace(actor, "tenant.purge", claimed.id);
           throw error;
         }
-        if (
-          !(await this.#store.deleteIf(claimed.id, { version: claimed.version, status: "deprovisioned" }))
-        ) {
+        const held = await lease.stop();
+        if (!(await this.#store.deleteIf(claimed.id, { version: held.version, status: "deprovisioned" }))) {
           throw await this.#lostRace(actor, "tenant.purge", claimed.id, {
             outcome: "erased its data but kept its registry row",
             details: { erased: true },
@@ -667,16 +675,7 @@ export class TenantService {
         throw error;
       }
     }
-    const lease = new RegistryLease(
-      this.#store,
-      record,
-      { provisioningStep: RESTORING },
-      {
-        renewMs: Math.max(1, Math.floor(this.#restoreLeaseMs / 10)),
-        leaseMs: this.#restoreLeaseMs,
-        sentAt: heldSince,
-      },
-    );
+    const lease = this.#hold(record, RESTORING, this.#restoreLeaseMs, heldSince);
     // Before every write of data: a hold that is gone (another write took the tenant) or may be
     // (no renewal got through for most of a lease) means another restore may be erasing and
     // writing this tenant now, so this one writes nothing more.
@@ -704,6 +703,20 @@ export class TenantService {
     }
     this.#d.registry.invalidate(id);
     return record;
+  }
+
+  /**
+   * Holds `record`, just written with `provisioning_step = step` by this operation (that write sent
+   * at `sentAt`, by `performance.now()`), as a lease others may take over once it has gone
+   * unwritten for `leaseMs`: renewed every tenth of that while the operation runs.
+   */
+  #hold(record: TenantRecord, step: string, leaseMs: number, sentAt: number): RegistryLease {
+    return new RegistryLease(
+      this.#store,
+      record,
+      { provisioningStep: step },
+      { renewMs: Math.max(1, Math.floor(leaseMs / 10)), leaseMs, sentAt },
+    );
   }
 
   /**

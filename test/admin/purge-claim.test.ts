@@ -97,6 +97,32 @@ describe.each([
       expect(await purgeEvents(id)).toEqual(["ok"]); // one purge, not two
     });
 
+    it("a live purge slower than its claim's age renews it: no other purge takes it over", async () => {
+      const id = "slow-claim";
+      const dep = await deprovisioned(id);
+      const CLAIM = 500; // renewed every 50 ms
+      const objects = h.app.objects;
+      const del = objects.delete.bind(objects);
+      let other: unknown;
+      // The live purge is erasing (its last step, the storage marker) for three times its claim's age.
+      const spy = vi.spyOn(objects, "delete").mockImplementationOnce(async (key) => {
+        expect(key).toBe(markerKey(dep.key));
+        await new Promise((r) => setTimeout(r, 3 * CLAIM));
+        other = await replica({ purgeClaimMs: CLAIM }).purge(actor, { now: true });
+        return del(key);
+      });
+      let slow: Awaited<ReturnType<TenantService["purge"]>>;
+      try {
+        slow = await replica({ purgeClaimMs: CLAIM }).purge(actor, { now: true });
+      } finally {
+        spy.mockRestore();
+      }
+      expect(other).toEqual({ purged: [], failed: [] }); // left to the live purge
+      expect(slow.purged.map((p) => p.id)).toEqual([id]);
+      expect(slow.failed).toEqual([]);
+      expect(await purgeEvents(id)).toEqual(["ok"]); // one purge, not two
+    });
+
     it("a replica whose clock runs an hour behind takes over a claim left by a purge that died", async () => {
       const id = "dead-claim";
       const dep = await deprovisioned(id);

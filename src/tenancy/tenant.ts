@@ -70,6 +70,9 @@ export function tenantToJson(t: TenantRecord): Record<string, unknown> {
     allowed_tools: t.config.allowedTools,
     feature_flags: t.config.featureFlags,
     key: t.key,
+    // What a lifecycle operation is doing with the tenant, or left it at: `database` (a create
+    // under schema_per_tenant), `restoring`, `restore_failed`, `purging`; null otherwise.
+    provisioning_step: t.provisioningStep,
     archive_path: t.archivePath,
     purge_after: t.purgeAfter?.toISOString() ?? null,
     created_at: t.createdAt.toISOString(),

@@ -8,7 +8,7 @@ import { type Harness, startHarness } from "../../src/testing/index.js";
 import { demoMigrations, demoTools } from "../../src/tools/demo/index.js";
 import { createTestDatabase, type TestDatabase } from "../support/postgres.js";
 import { serviceGate } from "../support/services.js";
-import { mcp, toolResult } from "./helpers.js";
+import { adminApi, mcp, toolResult } from "./helpers.js";
 
 const pgUp = await serviceGate("postgres");
 /** Where storage markers live: written by provisioning, before any archived object. */
@@ -320,6 +320,9 @@ describe.each([
         gate.restore();
       }
       expect((await h.app.tenants.show(id)).status).toBe("provisioning");
+      // What an operator sees (admin API, `tenants show`): why it is not served, and what to run.
+      const shown = await adminApi(h, await h.adminToken({ sub: "ops" }), "GET", `/tenants/${id}`);
+      expect(shown.body).toMatchObject({ id, status: "provisioning", provisioning_step: "restore_failed" });
       const created = await h.app.tenants.create(actor, { id, name: id }).catch((e: unknown) => e);
       expect(isTenantryError(created, "invalid_argument")).toBe(true);
       // No lease to wait out (5 minutes by default).

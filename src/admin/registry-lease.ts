@@ -2,21 +2,28 @@ import type { RegistryStore } from "../tenancy/registry-store.js";
 import type { TenantRecord, TenantUpdate } from "../tenancy/tenant.js";
 
 /**
- * A tenant held by a long operation (a restore) for as long as it runs. Replicas and the CLI share
+ * A tenant held by a long operation (a restore, a purge) for as long as it runs. Replicas and the CLI share
  * only the database, so the hold is the registry row itself: the holder rewrites it every
- * `renewMs`, which moves `updated_at` on by the database's clock, and another operation may take
- * the tenant over only once the row has gone unwritten for a whole lease (see
+ * tenth of the lease, which moves `updated_at` on by the database's clock, and another operation
+ * may take the tenant over only once the row has gone unwritten for a whole lease (see
  * `RegistryStore.updateIf`'s `idleMs`), which only a holder that died lets happen.
  *
  * Each renewal is a compare-and-set on the version the holder wrote last, so it bumps the version
- * as any write does: the holder's own later writes must use {@link record} (after {@link stop}),
- * and a takeover or any other write shows up as a renewal that fails ({@link lost}).
+ * as any write does: the holder's own later writes must use the record {@link stop} returns, and
+ * a takeover or any other write shows up as a renewal that fails ({@link lost}).
  *
  * A holder cut off from the database cannot learn of a takeover, so it also counts its hold as
  * lost once no renewal has succeeded for a whole lease less one renewal period, timed by this
  * process's monotonic clock from when that renewal was sent: the database cannot have seen the
  * row unwritten for longer than that, so no takeover can have happened before the holder knows.
  */
+/** Thrown by {@link RegistryLease.assertHeld} once the hold is gone, or may be. */
+export class HoldLost extends Error {
+  constructor() {
+    super("the operation's hold on its tenant is gone");
+  }
+}
+
 export class RegistryLease {
   readonly #store: RegistryStore;
   readonly #renewal: TenantUpdate;
@@ -31,16 +38,17 @@ export class RegistryLease {
 
   /**
    * Starts renewing `record` (written by the holder, that write sent at `sentAt` by
-   * `performance.now()`) with `renewal` every `renewMs`; others may take it over once it has gone
-   * unwritten for `leaseMs`.
+   * `performance.now()`) with `renewal` every tenth of `leaseMs`; others may take it over once it
+   * has gone unwritten for `leaseMs`.
    */
   constructor(
     store: RegistryStore,
     record: TenantRecord,
     renewal: TenantUpdate,
-    timing: { renewMs: number; leaseMs: number; sentAt: number },
+    leaseMs: number,
+    sentAt: number,
   ) {
-    const { renewMs, leaseMs, sentAt } = timing;
+    const renewMs = Math.max(1, Math.floor(leaseMs / 10));
     this.#store = store;
     this.#record = record;
     this.#renewal = renewal;
@@ -55,17 +63,17 @@ export class RegistryLease {
     this.#timer.unref();
   }
 
-  /** The record as the holder's last write left it. */
-  get record(): TenantRecord {
-    return this.#record;
-  }
-
   /**
    * The hold is gone, or may be: another write changed the tenant since the holder's last one, or
    * no renewal has succeeded for long enough that another operation could have taken it over.
    */
   get lost(): boolean {
     return this.#lost || performance.now() - this.#sentAt >= this.#expiresAfterMs;
+  }
+
+  /** Throws {@link HoldLost} when the hold is {@link lost}: before each write made under it. */
+  assertHeld(): void {
+    if (this.lost) throw new HoldLost();
   }
 
   async #renew(): Promise<void> {
@@ -94,7 +102,7 @@ export class RegistryLease {
     this.#timer = undefined;
   }
 
-  /** Stops renewing, once a renewal in flight has ended: {@link record} is then final. */
+  /** Stops renewing, once a renewal in flight has ended; returns the record as the holder's last write left it. */
   async stop(): Promise<TenantRecord> {
     this.#clear();
     await this.#renewing;

@@ -18,7 +18,7 @@ import {
 } from "../tenancy/tenant.js";
 import { assertTenantId } from "../tenancy/tenant-id.js";
 import { type Actor, writeAdminEvent } from "./admin-audit.js";
-import { RegistryLease } from "./registry-lease.js";
+import { HoldLost, RegistryLease } from "./registry-lease.js";
 
 export { markerKey } from "../isolation/tenant-data.js";
 export type { Actor } from "./admin-audit.js";
@@ -138,9 +138,6 @@ const RESTORE_FAILED = "restore_failed";
  * loop stalled that long, and it is also how long a restore that died blocks the next one.
  */
 const RESTORE_LEASE_MS = 5 * 60_000;
-
-/** Thrown inside a restore whose hold is gone; reported as the lost race it is. */
-const HOLD_LOST = new Error("the restore's hold on its tenant is gone");
 
 /**
  * A purge's claim younger than this is taken to be live: other purges (every replica runs the
@@ -374,19 +371,11 @@ export class TenantService {
     // dead restore's hold (not renewed for a whole lease, by the database's clock) is taken over
     // in the one conditional write, before anything else is written.
     if (record.status === "provisioning" && record.provisioningStep === RESTORING) {
-      const taken = await this.#store.updateIf(
-        id,
-        { version: record.version, status: "provisioning", idleMs: this.#restoreLeaseMs },
-        { provisioningStep: RESTORE_FAILED },
+      record = await this.#takeOverRestore(
+        record,
+        RESTORE_FAILED,
+        `deprovision it once the restore is done (a restore that was interrupted lets it go ${duration(this.#restoreLeaseMs)} after it stopped)`,
       );
-      if (!taken) {
-        throw new TenantryError(
-          "invalid_argument",
-          `tenant ${id} is being restored: deprovision it once the restore is done (a restore that was interrupted lets it go ${duration(this.#restoreLeaseMs)} after it stopped)`,
-          { details: { conflict: true } },
-        );
-      }
-      record = taken;
     }
     await this.#audit(actor, "tenant.deprovision", id, {
       previous: record.status,
@@ -492,24 +481,30 @@ export class TenantService {
         if (!claimed) continue;
         // Held as a lease for as long as this purge runs (verifying a large archive, erasing a
         // large tenant): renewed, so that only a purge that died is taken over.
-        const lease = this.#hold(claimed, PURGING, this.#purgeClaimMs, claimSent);
+        const lease = new RegistryLease(
+          this.#store,
+          claimed,
+          { provisioningStep: PURGING },
+          this.#purgeClaimMs,
+          claimSent,
+        );
         let erased: { rows: number; objects: number };
         try {
           await this.#verifyArchive(claimed);
-          if (lease.lost) throw HOLD_LOST;
+          lease.assertHeld();
           await this.#audit(actor, "tenant.purge", claimed.id, {
             archive_path: claimed.archivePath,
             purge_after: claimed.purgeAfter?.toISOString() ?? null,
             forced: options.now === true,
           });
-          if (lease.lost) throw HOLD_LOST;
+          lease.assertHeld();
           erased = await this.#data.erase(claimed);
         } catch (error) {
           const held = await lease.stop();
           await this.#store
             .updateIf(held.id, { version: held.version }, { provisioningStep: null })
             .catch(() => undefined);
-          if (error === HOLD_LOST) throw await this.#lostRace(actor, "tenant.purge", claimed.id);
+          if (error instanceof HoldLost) throw await this.#lostRace(actor, "tenant.purge", claimed.id);
           throw error;
         }
         const held = await lease.stop();
@@ -615,19 +610,12 @@ export class TenantService {
     /** When the write that gave this restore its hold was sent (`performance.now()`). */
     let heldSince = performance.now();
     if (record?.status === "provisioning" && record.provisioningStep === RESTORING) {
-      const taken = await this.#store.updateIf(
-        id,
-        { version: record.version, status: "provisioning", idleMs: this.#restoreLeaseMs },
-        { provisioningStep: RESTORING },
+      record = await this.#takeOverRestore(
+        record,
+        RESTORING,
+        `run this one again once that one is done (a restore that was interrupted is taken over by any restore run ${duration(this.#restoreLeaseMs)} or more after it stopped)`,
+        "by another restore",
       );
-      if (!taken) {
-        throw new TenantryError(
-          "invalid_argument",
-          `tenant ${id} is being restored by another restore: run this one again once that one is done (a restore that was interrupted is taken over by any restore run ${duration(this.#restoreLeaseMs)} or more after it stopped)`,
-          { details: { conflict: true } },
-        );
-      }
-      record = taken;
       takenOver = true;
     }
     try {
@@ -675,13 +663,17 @@ export class TenantService {
         throw error;
       }
     }
-    const lease = this.#hold(record, RESTORING, this.#restoreLeaseMs, heldSince);
+    const lease = new RegistryLease(
+      this.#store,
+      record,
+      { provisioningStep: RESTORING },
+      this.#restoreLeaseMs,
+      heldSince,
+    );
     // Before every write of data: a hold that is gone (another write took the tenant) or may be
     // (no renewal got through for most of a lease) means another restore may be erasing and
     // writing this tenant now, so this one writes nothing more.
-    const stillHeld = () => {
-      if (lease.lost) throw HOLD_LOST;
-    };
+    const stillHeld = () => lease.assertHeld();
     try {
       if (erase) await this.#data.erase(record);
       await this.#provision(actor, "tenant.restore", record, {});
@@ -698,7 +690,7 @@ export class TenantService {
       );
     } catch (error) {
       await this.#releaseRestore(await lease.stop());
-      if (error === HOLD_LOST) throw await this.#lostRace(actor, "tenant.restore", id);
+      if (error instanceof HoldLost) throw await this.#lostRace(actor, "tenant.restore", id);
       throw error;
     }
     this.#d.registry.invalidate(id);
@@ -706,17 +698,30 @@ export class TenantService {
   }
 
   /**
-   * Holds `record`, just written with `provisioning_step = step` by this operation (that write sent
-   * at `sentAt`, by `performance.now()`), as a lease others may take over once it has gone
-   * unwritten for `leaseMs`: renewed every tenth of that while the operation runs.
+   * Takes over a tenant a restore holds (see {@link restore}), writing `provisioning_step = step`,
+   * only if that restore died: its hold unrenewed for a whole lease, by the database's clock, in
+   * the one conditional write, before anything else is written. A live restore's tenant is
+   * refused with `invalid_argument` (`details.conflict`), "being restored [`whom`]: `then`".
    */
-  #hold(record: TenantRecord, step: string, leaseMs: number, sentAt: number): RegistryLease {
-    return new RegistryLease(
-      this.#store,
-      record,
+  async #takeOverRestore(
+    record: TenantRecord,
+    step: string,
+    then: string,
+    whom?: string,
+  ): Promise<TenantRecord> {
+    const taken = await this.#store.updateIf(
+      record.id,
+      { version: record.version, status: "provisioning", idleMs: this.#restoreLeaseMs },
       { provisioningStep: step },
-      { renewMs: Math.max(1, Math.floor(leaseMs / 10)), leaseMs, sentAt },
     );
+    if (!taken) {
+      throw new TenantryError(
+        "invalid_argument",
+        `tenant ${record.id} is being restored${whom ? ` ${whom}` : ""}: ${then}`,
+        { details: { conflict: true } },
+      );
+    }
+    return taken;
   }
 
   /**

@@ -50,6 +50,8 @@ const QueryBase = pg.Query as unknown as new (
   _getRows(connection: WireConnection, rows: number | undefined): void;
   queryMode: string | undefined;
   portal: string;
+  readonly text: string;
+  readonly values: readonly unknown[];
   handleRowDescription(message: unknown): void;
   handleDataRow(message: unknown): void;
   handleCommandComplete(message: unknown, connection: WireConnection): void;
@@ -78,8 +80,6 @@ export class BoundStatement extends QueryBase {
    */
   #phase = 0;
 
-  readonly #text: string;
-  readonly #values: readonly unknown[];
   /** The transaction status the exchange's ReadyForQuery reports: `I` when no transaction is open. */
   #status: string | undefined;
 
@@ -87,8 +87,6 @@ export class BoundStatement extends QueryBase {
     super(text, values);
     this.queryMode = "extended";
     this.#binding = binding;
-    this.#text = text;
-    this.#values = values;
   }
 
   override prepare(connection: WireConnection): void {
@@ -119,13 +117,13 @@ export class BoundStatement extends QueryBase {
     if (!wire.names.every((name) => parsed(connection, name))) return undefined;
     let bind: Buffer;
     try {
-      bind = serialize.bind({ portal: "", statement: "", values: this.#values, valueMapper: prepareValue });
+      bind = serialize.bind({ portal: "", statement: "", values: this.values, valueMapper: prepareValue });
     } catch {
       return undefined;
     }
     return Buffer.concat([
       wire.head,
-      serialize.parse({ text: this.#text, name: "" }),
+      serialize.parse({ text: this.text, name: "" }),
       bind,
       DESCRIBE_PORTAL,
       EXECUTE_PORTAL,
@@ -173,8 +171,9 @@ export class BoundStatement extends QueryBase {
   /** After the statement's Execute and before its Sync: the resets. */
   override _getRows(connection: WireConnection, rows: number | undefined): void {
     connection.execute({ portal: this.portal, rows });
+    const { names } = encodedBinding(this.#binding); // the binding's, then the resets'
     this.#binding.reset?.forEach((text, i) => {
-      run(connection, `${this.#binding.name}_reset${i}`, text, []);
+      run(connection, names[i + 1]!, text, []);
     });
     connection.sync();
   }
@@ -185,7 +184,7 @@ const EXECUTE_PORTAL = serialize.execute({ portal: "", rows: 0 });
 
 /** A binding's messages as bytes: Bind/Execute of the binding, and of the resets followed by Sync. */
 interface EncodedBinding {
-  /** The prepared statements these messages name. */
+  /** The prepared statements these messages name: the binding's, then each reset's. */
   readonly names: readonly string[];
   readonly head: Buffer;
   readonly tail: Buffer;

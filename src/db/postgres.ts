@@ -100,27 +100,14 @@ export class PostgresDatabase implements Database {
   }
 
   async query<R extends Row = Row>(text: string, params: readonly unknown[] = []): Promise<QueryResult<R>> {
-    // A Query of our own, as pg would make from (text, params): one object either way, and the
-    // catch below can tell whether a connection ever took it.
-    const statement = new pg.Query<R>(text, params as unknown[]);
-    let result: pg.QueryResult<R>;
-    try {
-      result = (await this.#pool.query(
-        statement as unknown as pg.QueryConfig,
-      )) as unknown as pg.QueryResult<R>;
-    } catch (error) {
-      throw undispatched(statement, error);
-    }
+    // A Query of our own, as pg would make from (text, params): one object either way, and
+    // #submit can tell whether a connection ever took it.
+    const result = await this.#submit<R>(new pg.Query<R>(text, params as unknown[]));
     return { rows: result.rows, rowCount: result.rowCount ?? result.rows.length };
   }
 
   async exec(sql: string): Promise<void> {
-    const statement = new pg.Query(sql);
-    try {
-      await this.#pool.query(statement as unknown as pg.QueryConfig);
-    } catch (error) {
-      throw undispatched(statement, error);
-    }
+    await this.#submit(new pg.Query(sql));
   }
 
   /** `binding` and the statement in one write, one implicit transaction, one round trip. */
@@ -129,17 +116,18 @@ export class PostgresDatabase implements Database {
     text: string,
     params: readonly unknown[] = [],
   ): Promise<QueryResult<R>> {
-    const statement = new BoundStatement(binding, text, params);
-    let result: pg.QueryResult<R>;
+    // The statement's result alone (BoundStatement drops the binding's and the resets').
+    const result = await this.#submit<R>(new BoundStatement(binding, text, params));
+    return { rows: result.rows, rowCount: result.rowCount ?? result.rows.length };
+  }
+
+  /** Runs one statement on a pooled connection, its failure mapped by {@link undispatched}. */
+  async #submit<R extends Row>(statement: pg.Query | BoundStatement): Promise<pg.QueryResult<R>> {
     try {
-      // The statement's result alone (BoundStatement drops the binding's and the resets').
-      result = (await this.#pool.query(
-        statement as unknown as pg.QueryConfig,
-      )) as unknown as pg.QueryResult<R>;
+      return (await this.#pool.query(statement as unknown as pg.QueryConfig)) as unknown as pg.QueryResult<R>;
     } catch (error) {
       throw undispatched(statement, error);
     }
-    return { rows: result.rows, rowCount: result.rowCount ?? result.rows.length };
   }
 
   async transaction<T>(

@@ -1,4 +1,5 @@
 import { z } from "zod";
+import { TenantService, type TenantServiceDeps } from "../../src/admin/tenant-service.js";
 import type { AppMigration } from "../../src/isolation/migrations.js";
 import type { Harness } from "../../src/testing/harness.js";
 import { defineTool } from "../../src/tools/define-tool.js";
@@ -108,3 +109,22 @@ export const tagAdd = defineTool({
     return { id: Number(r.rows[0]!.id) };
   },
 });
+
+/**
+ * Another replica's TenantService on the harness's databases, registry, storage and audit log:
+ * its own leases, claims and clock (`deps` overrides, e.g. `restoreLeaseMs`, `now`).
+ */
+export function otherReplica(h: Harness, deps: Partial<TenantServiceDeps> = {}): TenantService {
+  return new TenantService({
+    registry: h.app.registry,
+    isolation: h.app.isolation,
+    objects: h.app.objects,
+    audit: h.app.audit,
+    replica: "other-replica",
+    db: h.app.dbs.admin,
+    archiveDir: h.app.config.lifecycle.archive_dir,
+    retentionDays: 30,
+    settleMs: 0,
+    ...deps,
+  });
+}

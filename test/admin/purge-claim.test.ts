@@ -1,10 +1,10 @@
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
-import { markerKey, TenantService, type TenantServiceDeps } from "../../src/admin/tenant-service.js";
+import { markerKey, type TenantService, type TenantServiceDeps } from "../../src/admin/tenant-service.js";
 import { type Harness, startHarness } from "../../src/testing/index.js";
 import { demoMigrations, demoTools } from "../../src/tools/demo/index.js";
 import { createTestDatabase, type TestDatabase } from "../support/postgres.js";
 import { serviceGate } from "../support/services.js";
-import { mcp, toolResult } from "./helpers.js";
+import { mcp, otherReplica, toolResult } from "./helpers.js";
 
 const pgUp = await serviceGate("postgres");
 const HOUR = 3_600_000;
@@ -41,20 +41,8 @@ describe.each([
       await db?.drop();
     });
 
-    /** Another replica's service on the same databases, with its own clock. */
-    const replica = (deps: Partial<TenantServiceDeps>) =>
-      new TenantService({
-        registry: h.app.registry,
-        isolation: h.app.isolation,
-        objects: h.app.objects,
-        audit: h.app.audit,
-        replica: "other-replica",
-        db: h.app.dbs.admin,
-        archiveDir: h.app.config.lifecycle.archive_dir,
-        retentionDays: 30,
-        settleMs: 0,
-        ...deps,
-      });
+    /** Another replica's service on the same databases, with its own leases, claims and clock. */
+    const replica = (deps: Partial<TenantServiceDeps>) => otherReplica(h, deps);
 
     /** A new tenant with one note, deprovisioned. */
     async function deprovisioned(id: string) {

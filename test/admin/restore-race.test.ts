@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
-import { markerKey, TenantService, type TenantServiceDeps } from "../../src/admin/tenant-service.js";
+import { markerKey, type TenantServiceDeps } from "../../src/admin/tenant-service.js";
 import type { Database } from "../../src/db/database.js";
 import { isTenantryError } from "../../src/errors.js";
 import { storagePrefixForKey } from "../../src/isolation/names.js";
@@ -8,7 +8,7 @@ import { type Harness, startHarness } from "../../src/testing/index.js";
 import { demoMigrations, demoTools } from "../../src/tools/demo/index.js";
 import { createTestDatabase, type TestDatabase } from "../support/postgres.js";
 import { serviceGate } from "../support/services.js";
-import { adminApi, mcp, toolResult } from "./helpers.js";
+import { adminApi, mcp, otherReplica, toolResult } from "./helpers.js";
 
 const pgUp = await serviceGate("postgres");
 /** Where storage markers live: written by provisioning, before any archived object. */
@@ -46,20 +46,8 @@ describe.each([
       await db?.drop();
     });
 
-    /** Another replica's service on the same databases, with its own lease and clock. */
-    const replica = (deps: Partial<TenantServiceDeps>) =>
-      new TenantService({
-        registry: h.app.registry,
-        isolation: h.app.isolation,
-        objects: h.app.objects,
-        audit: h.app.audit,
-        replica: "other-replica",
-        db: h.app.dbs.admin,
-        archiveDir: h.app.config.lifecycle.archive_dir,
-        retentionDays: 30,
-        settleMs: 0,
-        ...deps,
-      });
+    /** Another replica's service on the same databases, with its own leases, claims and clock. */
+    const replica = (deps: Partial<TenantServiceDeps>) => otherReplica(h, deps);
 
     const call = async (id: string, name: string, args: Record<string, unknown> = {}) =>
       toolResult<Record<string, unknown>>(

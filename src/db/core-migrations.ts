@@ -106,6 +106,17 @@ export const CORE_MIGRATIONS: CoreMigration[] = [
     sql: () => `
       ALTER TABLE tenantry_tenants ADD COLUMN IF NOT EXISTS version bigint NOT NULL DEFAULT 0;`,
   },
+  {
+    // The audit log's tenant policies read the binding once per statement (an InitPlan), as tenant
+    // tables' policies do (TENANT_ONCE_SQL), instead of once per row.
+    version: 5,
+    name: "audit_policy_once",
+    sql: () => `
+      ALTER POLICY tenantry_audit_read_own ON tenantry_audit
+        USING (tenant_id = (SELECT NULLIF(current_setting('app.tenant_id', true), '')));
+      ALTER POLICY tenantry_audit_insert ON tenantry_audit
+        WITH CHECK (tenant_id = (SELECT NULLIF(current_setting('app.tenant_id', true), '')));`,
+  },
 ];
 
 /** Creates the runtime role on PGlite, where the single connection is a superuser. */

@@ -3,7 +3,7 @@ import { TenantryError } from "../errors.js";
 import type { TenantRecord } from "../tenancy/tenant.js";
 import { assertTenantId } from "../tenancy/tenant-id.js";
 import { quoteIdent, schemaNameForKey } from "./names.js";
-import { CURRENT_TENANT_SQL } from "./strategy.js";
+import { CURRENT_TENANT_SQL, TENANT_ONCE_SQL } from "./strategy.js";
 
 /** An application migration: tables holding tenant data, written with unqualified names. */
 export interface AppMigration {
@@ -204,7 +204,7 @@ export async function migrateSharedTables(
   const applied: number[] = [];
   const secure = (tx: TransactionHandle, table: string) =>
     secureTable(tx, "public", table, {
-      check: `tenant_id = ${CURRENT_TENANT_SQL}`,
+      check: `tenant_id = ${TENANT_ONCE_SQL}`,
       runtimeRole,
       tenantColumn: true,
     });
@@ -316,7 +316,7 @@ export async function migrateTenantSchema(
       );
       for (const { name } of tables.rows) {
         await secureTable(tx, schema, name, {
-          check: `${CURRENT_TENANT_SQL} = ${quoteLiteral(id)}`,
+          check: `${TENANT_ONCE_SQL} = ${quoteLiteral(id)}`,
           runtimeRole,
           tenantColumn: false,
         });

@@ -19,6 +19,16 @@ export const TENANT_SETTING = "app.tenant_id";
 export const CURRENT_TENANT_SQL = "NULLIF(current_setting('app.tenant_id', true), '')";
 
 /**
+ * The same, as policies read it: once per statement. A scalar subquery that names no column is an
+ * InitPlan, evaluated at the first row and kept, so each row is compared with a value; written
+ * bare, `current_setting` is called for every row a scan looks at (the name looked up, the value
+ * copied into a new text, NULLIF), which costs more than the comparison itself on a shared table
+ * where a scan passes over other tenants' rows. Which rows a policy admits does not change: the
+ * binding is set before the statement runs and holds until its transaction ends.
+ */
+export const TENANT_ONCE_SQL = `(SELECT ${CURRENT_TENANT_SQL})`;
+
+/**
  * Session state a tool's SQL can create that would outlive its transaction on the connection, and
  * so reach the next call there, another tenant's as likely as not: WITH HOLD cursors and temporary
  * tables (which hold rows), session-level settings (`SET`, `set_config(…, false)`), sequence values

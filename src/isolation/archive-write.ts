@@ -18,9 +18,13 @@ export async function writeAll(handle: FileHandle, chunk: Uint8Array): Promise<v
   }
 }
 
-/** Writes a file and fsyncs it before closing it (the archive's manifest). */
+/**
+ * Creates a file, writes it and fsyncs it before closing it (the archive's manifest). Like the
+ * archive's other files, it must not exist yet (`wx`): a file or link already at that path, in a
+ * directory this archive just created, is not ours to overwrite or follow.
+ */
 export async function writeSynced(file: string, text: string): Promise<void> {
-  const handle = await open(file, "w", 0o600);
+  const handle = await open(file, "wx", 0o600);
   try {
     await handle.writeFile(text, "utf8");
     await handle.sync();

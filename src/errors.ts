@@ -32,6 +32,8 @@ export const ERROR_CODES = {
   config_invalid: "tenantry.toml is missing, unreadable or invalid.",
   config_exists: "tenantry.toml exists; pass --force to overwrite.",
   tenant_exists: "A tenant with this id already exists.",
+  tenant_conflict:
+    "The tenant's state does not allow this now: its status, a restore or purge in progress, or a change made meanwhile by another operation.",
   invalid_argument: "An argument is invalid.",
   invalid_storage_key: "A storage key is invalid (.. segment, leading /, backslash, NUL or too long).",
   object_not_found: "No object with this key.",

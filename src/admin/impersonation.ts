@@ -125,7 +125,7 @@ export class ImpersonationService implements ImpersonationResolver {
     const record = await this.#d.store.get(tenantId);
     if (!record) throw new TenantryError("unknown_tenant", `tenant ${tenantId} is not registered`);
     if (record.status === "deprovisioned" || record.status === "provisioning") {
-      throw new TenantryError("invalid_argument", `tenant ${tenantId} is ${record.status}`);
+      throw new TenantryError("tenant_conflict", `tenant ${tenantId} is ${record.status}`);
     }
     const grant = `tig_${randomBytes(32).toString("base64url")}`;
     const hash = hashGrant(grant);

@@ -204,7 +204,7 @@ export class TenantService {
    *
    * Every write after the first is a compare-and-set on the version the one before left: if another
    * operation wrote the tenant meanwhile (a second `create`, a `restore`, a `deprovision`), this
-   * create fails with `invalid_argument` and leaves the tenant as the other left it.
+   * create fails with `tenant_conflict` and leaves the tenant as the other left it.
    */
   async create(actor: Actor, t: NewTenant, hooks: { afterStep?: (step: string) => Promise<void> } = {}) {
     assertTenantId(t.id);
@@ -217,7 +217,7 @@ export class TenantService {
     }
     if (record?.provisioningStep === RESTORING || record?.provisioningStep === RESTORE_FAILED) {
       throw new TenantryError(
-        "invalid_argument",
+        "tenant_conflict",
         `tenant ${t.id} is being restored, or a restore of it failed: run the restore again`,
         { details: { conflict: true } },
       );
@@ -288,7 +288,7 @@ export class TenantService {
     delete (update as { convertTrial?: boolean }).convertTrial;
     if (u.convertTrial) {
       if (current.status !== "trial")
-        throw new TenantryError("invalid_argument", `tenant ${id} is not on a trial`);
+        throw new TenantryError("tenant_conflict", `tenant ${id} is not on a trial`);
       update.status = "active";
       update.expiresAt = null;
     }
@@ -313,7 +313,7 @@ export class TenantService {
   async suspend(actor: Actor, id: string, reason?: string): Promise<TenantRecord> {
     const current = await this.show(id);
     if (current.status === "deprovisioned" || current.status === "provisioning") {
-      throw new TenantryError("invalid_argument", `tenant ${id} is ${current.status}`);
+      throw new TenantryError("tenant_conflict", `tenant ${id} is ${current.status}`);
     }
     await this.#audit(actor, "tenant.suspend", id, { reason: reason ?? null, previous: current.status });
     const record = await this.#transition(actor, "tenant.suspend", current, { status: "suspended" });
@@ -336,7 +336,7 @@ export class TenantService {
   async resume(actor: Actor, id: string): Promise<TenantRecord> {
     const current = await this.show(id);
     if (current.status !== "suspended") {
-      throw new TenantryError("invalid_argument", `tenant ${id} is ${current.status}, not suspended`);
+      throw new TenantryError("tenant_conflict", `tenant ${id} is ${current.status}, not suspended`);
     }
     await this.#audit(actor, "tenant.resume", id, null);
     const status: TenantStatus = current.expiresAt ? "trial" : "active";
@@ -357,12 +357,12 @@ export class TenantService {
    * changed the tenant meanwhile (a resume, suspend or update, a second deprovision, from any
    * replica or the CLI), the archive may have missed writes or be another's, so this deprovision
    * removes its archive, leaves the tenant as the other operation left it, records the failure in
-   * the audit log and throws `invalid_argument`.
+   * the audit log and throws `tenant_conflict`.
    */
   async deprovision(actor: Actor, id: string): Promise<TenantRecord> {
     let record = await this.show(id);
     if (record.status === "deprovisioned") {
-      throw new TenantryError("invalid_argument", `tenant ${id} is already deprovisioned`);
+      throw new TenantryError("tenant_conflict", `tenant ${id} is already deprovisioned`);
     }
     // A live restore holds the tenant (see restore) and writes its data for minutes, renewing its
     // hold far less often than an archive takes: deprovisioning under it would archive half a
@@ -420,7 +420,7 @@ export class TenantService {
    * - restore wrote first (it read the tenant before the claim and moved it to `provisioning`):
    *   the claim fails and this purge leaves the tenant alone, writing nothing, not even an event;
    * - the claim came first: a restore that reads the tenant afterwards refuses to start
-   *   (`invalid_argument`, nothing written), and one that read it before fails its own first
+   *   (`tenant_conflict`, nothing written), and one that read it before fails its own first
    *   compare-and-set (its `ok` event is followed by an `error` one, as every lost race's), so no
    *   restore writes data while a purge may still erase. The purge completes; the restore can be
    *   run again and re-creates the tenant (the purged path, with a new key).
@@ -569,13 +569,13 @@ export class TenantService {
    * re-provisions it, re-inserts its rows and objects, and makes it `active`. A failed restore
    * leaves the tenant unserved (`provisioning`) and can be run again; `create` does not resume it.
    * As in `create`, every write is conditional on the one before: an operation that wrote the
-   * tenant meanwhile makes this restore fail with `invalid_argument`.
+   * tenant meanwhile makes this restore fail with `tenant_conflict`.
    *
    * A restore erases the tenant's data and then writes it for minutes on end, so two restores of
    * one tenant (replicas, the CLI) must never overlap: the second would erase and write under the
    * first and mix their data. The restore therefore holds the tenant as a lease from its first
    * registry write to its last (`provisioning_step = "restoring"`, renewed, see
-   * {@link RegistryLease}). Another restore refuses to start on a held tenant (`invalid_argument`,
+   * {@link RegistryLease}). Another restore refuses to start on a held tenant (`tenant_conflict`,
    * `details.conflict`, nothing written) unless the holder has not renewed for
    * {@link RESTORE_LEASE_MS} by the database's clock, which only a restore that died lets happen;
    * that one is taken over. A restore that fails in this process lets the tenant go
@@ -599,7 +599,7 @@ export class TenantService {
     // A purge may be erasing this tenant: restored data would be erased after us (see purge).
     if (record?.status === "deprovisioned" && record.provisioningStep === PURGING) {
       throw new TenantryError(
-        "invalid_argument",
+        "tenant_conflict",
         `tenant ${id} is being purged: restore it once the purge is done (a purge that was interrupted is finished by any purge run ${duration(this.#purgeClaimMs)} or more after it started)`,
         { details: { conflict: true } },
       );
@@ -701,7 +701,7 @@ export class TenantService {
    * Takes over a tenant a restore holds (see {@link restore}), writing `provisioning_step = step`,
    * only if that restore died: its hold unrenewed for a whole lease, by the database's clock, in
    * the one conditional write, before anything else is written. A live restore's tenant is
-   * refused with `invalid_argument` (`details.conflict`), "being restored [`whom`]: `then`".
+   * refused with `tenant_conflict` (`details.conflict`), "being restored [`whom`]: `then`".
    */
   async #takeOverRestore(
     record: TenantRecord,
@@ -716,7 +716,7 @@ export class TenantService {
     );
     if (!taken) {
       throw new TenantryError(
-        "invalid_argument",
+        "tenant_conflict",
         `tenant ${record.id} is being restored${whom ? ` ${whom}` : ""}: ${then}`,
         { details: { conflict: true } },
       );
@@ -802,10 +802,10 @@ export class TenantService {
       tenantId: id,
       details: { conflict: now?.status ?? null, ...partly?.details },
       outcome: "error",
-      errorCode: "invalid_argument",
+      errorCode: "tenant_conflict",
     }).catch(() => {});
     return new TenantryError(
-      "invalid_argument",
+      "tenant_conflict",
       `${action} of tenant ${id} ${partly?.outcome ?? "was not done"}: another operation changed the tenant meanwhile (${state}); run it again if still wanted`,
       { details: { conflict: true } },
     );

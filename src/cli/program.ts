@@ -19,6 +19,7 @@ const BAD_INPUT = new Set([
   "invalid_tenant_id",
   "unknown_tenant",
   "tenant_exists",
+  "tenant_conflict",
   "invalid_storage_key",
 ]);
 

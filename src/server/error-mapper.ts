@@ -24,6 +24,7 @@ const STATUS: Partial<Record<ErrorCode, number>> = {
   session_not_found: 404,
   method_not_allowed: 405,
   tenant_exists: 409,
+  tenant_conflict: 409,
   service_unavailable: 503,
   backend_unavailable: 503,
   audit_write_failed: 503,

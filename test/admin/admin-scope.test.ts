@@ -119,6 +119,15 @@ describe("global admin scope", () => {
     expect((await adminApi(h, token, "POST", "/tenants/Org_AbC/resume")).body).toMatchObject({
       status: "active",
     });
+    // What the tenant's state does not allow is a conflict (409), not a malformed request (400);
+    // nothing is written, not even an audit event.
+    for (const [path, body] of [
+      ["/tenants/Org_AbC/resume", undefined], // not suspended
+      ["/tenants/Org_AbC", { convert_trial: true }], // no longer on a trial
+    ] as const) {
+      const refused = await adminApi(h, token, path.endsWith("resume") ? "POST" : "PATCH", path, body);
+      expect(refused).toMatchObject({ status: 409, body: { error: "tenant_conflict" } });
+    }
     await h.app.audit.flush();
     const log = await h.app.adminServices.auditLog.query({ tenant: "Org_AbC" });
     expect(log.map((e) => [e.action, e.userId])).toEqual([

@@ -56,7 +56,7 @@ describe("deprovision racing other lifecycle operations", () => {
     return r.notes.map((n) => n.title).sort();
   }
 
-  const conflict = (e: unknown) => isTenantryError(e, "invalid_argument");
+  const conflict = (e: unknown) => isTenantryError(e, "tenant_conflict");
 
   it("a resume during the archive wins: the tenant stays active and keeps what it wrote", async () => {
     await note("acme", "before");
@@ -86,7 +86,7 @@ describe("deprovision racing other lifecycle operations", () => {
 
     const events = await h.app.adminServices.auditLog.query({ tenant: "acme", action: "tenant.deprovision" });
     expect(events.map((e) => e.outcome)).toEqual(["ok", "error"]);
-    expect(events[1]?.errorCode).toBe("invalid_argument");
+    expect(events[1]?.errorCode).toBe("tenant_conflict");
   });
 
   it("an update during the archive wins: the tenant stays suspended, with the new settings", async () => {

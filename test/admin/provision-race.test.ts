@@ -8,7 +8,7 @@ import { mcp, toolResult } from "./helpers.js";
  * `create` resumes a tenant left in `provisioning`; `restore` also holds a tenant in `provisioning`
  * while it erases, re-provisions and re-inserts its data. Run on the same tenant at once (two
  * replicas, the CLI and the admin API), they must not both carry on: the tenant must never be made
- * active with part of the archive restored. One of them fails with `invalid_argument`.
+ * active with part of the archive restored. One of them fails with `tenant_conflict`.
  */
 describe.each(["row_level_security", "schema_per_tenant"] as const)(
   "create racing restore (%s)",
@@ -64,7 +64,7 @@ describe.each(["row_level_security", "schema_per_tenant"] as const)(
       } finally {
         spy.mockRestore();
       }
-      expect(isTenantryError(created, "invalid_argument")).toBe(true);
+      expect(isTenantryError(created, "tenant_conflict")).toBe(true);
       expect(await h.app.tenants.show(id)).toMatchObject({ status: "active", provisioningStep: null });
       expect(await titles(id)).toEqual(["one", "two"]);
     });
@@ -127,7 +127,7 @@ describe.each(["row_level_security", "schema_per_tenant"] as const)(
         spy?.mockRestore();
       }
 
-      expect(isTenantryError(createResult, "invalid_argument")).toBe(true);
+      expect(isTenantryError(createResult, "tenant_conflict")).toBe(true);
       expect(stateDuringRestore.status).toBe("provisioning"); // never served while the restore ran
       expect(await h.app.tenants.show(id)).toMatchObject({ status: "active", provisioningStep: null });
       expect(await titles(id)).toEqual(["one", "two"]);
@@ -150,7 +150,7 @@ describe.each(["row_level_security", "schema_per_tenant"] as const)(
       }
       // The tenant is the restore's: a create must not make it active with none of its data.
       const created = await h.app.tenants.create(actor, { id, name: id }).catch((e: unknown) => e);
-      expect(isTenantryError(created, "invalid_argument")).toBe(true);
+      expect(isTenantryError(created, "tenant_conflict")).toBe(true);
       expect((await h.app.tenants.show(id)).status).toBe("provisioning");
       // Running the restore again completes it.
       await h.app.tenants.restore(actor, archive);

@@ -59,8 +59,8 @@ describe.each(["row_level_security", "schema_per_tenant"] as const)("provisionin
       expect(r.body.error).toBe("unknown_tenant");
       await expect(
         h.app.adminServices.impersonations.grant({ adminId: "ops", issuer: "i" }, id, "look"),
-      ).rejects.toMatchObject({ code: "invalid_argument" });
-      await expect(h.app.tenants.suspend(ACTOR, id)).rejects.toMatchObject({ code: "invalid_argument" });
+      ).rejects.toMatchObject({ code: "tenant_conflict" });
+      await expect(h.app.tenants.suspend(ACTOR, id)).rejects.toMatchObject({ code: "tenant_conflict" });
 
       const steps: string[] = [];
       const done = await h.app.tenants.create(
@@ -117,7 +117,7 @@ describe.each(["row_level_security", "schema_per_tenant"] as const)("provisionin
     expect(converted).toMatchObject({ status: "active", expiresAt: null });
     expect((await mcp(h, token, "tools/list")).status).toBe(200);
     await expect(h.app.tenants.update(ACTOR, "trial-co", { convertTrial: true })).rejects.toMatchObject({
-      code: "invalid_argument",
+      code: "tenant_conflict",
     });
     await expect(h.app.tenants.update(ACTOR, "trial-co", { status: "active" })).rejects.toMatchObject({
       code: "invalid_argument",

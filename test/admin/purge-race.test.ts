@@ -116,7 +116,7 @@ describe("purge and a restore that overtakes it", () => {
     } finally {
       spy.mockRestore();
     }
-    expect(restoring).toMatchObject({ name: "TenantryError", code: "invalid_argument" });
+    expect(restoring).toMatchObject({ name: "TenantryError", code: "tenant_conflict" });
     expect((restoring as Error).message).toMatch(/being purged/);
     expect(result.purged.map((p) => p.id)).toEqual([ID]);
     await expect(h.app.tenants.show(ID)).rejects.toMatchObject({ code: "unknown_tenant" });

@@ -120,7 +120,7 @@ describe.each([
           .catch((e: unknown) => e);
         const third = await h.app.tenants.restore(actor, archive).catch((e: unknown) => e);
         for (const refused of [second, third]) {
-          expect(isTenantryError(refused, "invalid_argument")).toBe(true);
+          expect(isTenantryError(refused, "tenant_conflict")).toBe(true);
           expect(refused).toMatchObject({ details: { conflict: true } });
           expect((refused as Error).message).toMatch(/being restored by another restore/);
         }
@@ -153,7 +153,7 @@ describe.each([
         const other = await replica({ restoreLeaseMs: LEASE })
           .restore(actor, archive)
           .catch((e: unknown) => e);
-        expect(other).toMatchObject({ code: "invalid_argument", details: { conflict: true } });
+        expect(other).toMatchObject({ code: "tenant_conflict", details: { conflict: true } });
         gate.release();
         // Its last write is conditional on the version its last renewal left.
         expect(await slow).toMatchObject({ id, status: "active" });
@@ -182,7 +182,7 @@ describe.each([
         // A clock an hour behind the database's does not make the lease look older, nor younger.
         const taker = replica({ restoreLeaseMs: 1000, now: () => Date.now() - 3_600_000 });
         const early = await taker.restore(actor, archive).catch((e: unknown) => e);
-        expect(early).toMatchObject({ code: "invalid_argument", details: { conflict: true } });
+        expect(early).toMatchObject({ code: "tenant_conflict", details: { conflict: true } });
 
         await new Promise((r) => setTimeout(r, 1300));
         gate.restore(); // the taker writes its objects unhindered
@@ -242,7 +242,7 @@ describe.each([
         gate.release();
         gate.restore();
       }
-      expect(outcome).toMatchObject({ code: "invalid_argument", details: { conflict: true } });
+      expect(outcome).toMatchObject({ code: "tenant_conflict", details: { conflict: true } });
       // The object already on its way when the hold ran out was written; no other one was.
       const written = await h.app.objects.list(storagePrefixForKey(key!), { limit: 100 });
       expect(written.keys.length).toBeLessThanOrEqual(1);
@@ -266,7 +266,7 @@ describe.each([
         const deprovisioned = await replica({})
           .deprovision(actor, id)
           .catch((e: unknown) => e);
-        expect(deprovisioned).toMatchObject({ code: "invalid_argument", details: { conflict: true } });
+        expect(deprovisioned).toMatchObject({ code: "tenant_conflict", details: { conflict: true } });
         expect(await h.app.tenants.show(id)).toMatchObject({
           status: "provisioning",
           provisioningStep: "restoring",
@@ -312,7 +312,7 @@ describe.each([
       const shown = await adminApi(h, await h.adminToken({ sub: "ops" }), "GET", `/tenants/${id}`);
       expect(shown.body).toMatchObject({ id, status: "provisioning", provisioning_step: "restore_failed" });
       const created = await h.app.tenants.create(actor, { id, name: id }).catch((e: unknown) => e);
-      expect(isTenantryError(created, "invalid_argument")).toBe(true);
+      expect(isTenantryError(created, "tenant_conflict")).toBe(true);
       // No lease to wait out (5 minutes by default).
       expect(await h.app.tenants.restore(actor, archive)).toMatchObject({ id, status: "active" });
       expect(await contents(id)).toEqual(ARCHIVED);

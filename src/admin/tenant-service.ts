@@ -2,7 +2,7 @@ import { rm } from "node:fs/promises";
 import { isAbsolute, relative, resolve, sep } from "node:path";
 import type { AuditSink } from "../audit/audit-event.js";
 import type { Database } from "../db/database.js";
-import { TenantryError } from "../errors.js";
+import { isTenantryError, TenantryError } from "../errors.js";
 import type { DataIsolation } from "../isolation/data-isolation.js";
 import type { ObjectStore } from "../isolation/storage/object-store.js";
 import { readArchive } from "../isolation/tenant-archive.js";
@@ -61,6 +61,33 @@ export interface PurgedTenant {
   readonly archivePath: string | null;
   readonly rows: number;
   readonly objects: number;
+  /** Whether its archive verified before it was erased: false only for a tenant named in `withoutArchive`. */
+  readonly archiveVerified: boolean;
+}
+
+export interface PurgeOptions {
+  /** Every deprovisioned tenant, whatever its retention. */
+  readonly now?: boolean;
+  /**
+   * Tenants to purge even though their archive does not verify (lost, damaged, never written):
+   * the operator's decision that the data may go without a copy. Named one by one; a tenant not
+   * named here is never erased without an archive that verifies.
+   */
+  readonly withoutArchive?: readonly string[];
+}
+
+/** A purge's result as the admin API and the CLI print it. */
+export function purgeResultToJson(r: PurgeResult): Record<string, unknown> {
+  return {
+    purged: r.purged.map((p) => ({
+      id: p.id,
+      archive_path: p.archivePath,
+      archive_verified: p.archiveVerified,
+      rows: p.rows,
+      objects: p.objects,
+    })),
+    failed: r.failed,
+  };
 }
 
 export interface PurgeResult {
@@ -430,7 +457,10 @@ export class TenantService {
    * (a crash that truncated it, a disk that lost it, a hand that deleted it), or that has none, is
    * not purged: it is listed under `failed` with `backend_unavailable` (the archive directory is
    * failing; nothing the operator passed was wrong), its claim is released and its data kept, and
-   * the next purge tries again, so it is purged once its archive is put back.
+   * the next purge tries again, so it is purged once its archive is put back. An archive that is
+   * gone for good would keep its tenant's data forever: a tenant named in `withoutArchive` is
+   * purged all the same (its audit event records `archive_verified: false` and why), and only that
+   * one — the operator's decision, tenant by tenant.
    * If erasing fails, or the audit write does, the claim is released and the tenant stays
    * deprovisioned (retried next time). The claim is renewed while the purge runs (see
    * {@link RegistryLease}); a purge that cannot renew it stops before its audit event or before
@@ -440,7 +470,12 @@ export class TenantService {
    * its row is kept, still claimed: that is a failure, recorded in the audit log, and a later purge
    * finishes it.
    */
-  async purge(actor: Actor, options: { now?: boolean } = {}): Promise<PurgeResult> {
+  async purge(actor: Actor, options: PurgeOptions = {}): Promise<PurgeResult> {
+    const withoutArchive = new Set(options.withoutArchive ?? []);
+    if (withoutArchive.size > 1000) {
+      throw new TenantryError("invalid_argument", "name at most 1000 tenants to purge without an archive");
+    }
+    for (const id of withoutArchive) assertTenantId(id);
     const due: TenantRecord[] = [];
     const at = this.#now();
     for (let after: string | undefined; ; ) {
@@ -489,13 +524,23 @@ export class TenantService {
           claimSent,
         );
         let erased: { rows: number; objects: number };
+        /** Why its archive did not verify, for a tenant the operator named in `withoutArchive`. */
+        let unverified: string | undefined;
         try {
-          await this.#verifyArchive(claimed);
+          try {
+            await this.#verifyArchive(claimed);
+          } catch (error) {
+            if (!withoutArchive.has(claimed.id) || !isTenantryError(error, "backend_unavailable"))
+              throw error;
+            unverified = error.message;
+          }
           lease.assertHeld();
           await this.#audit(actor, "tenant.purge", claimed.id, {
             archive_path: claimed.archivePath,
             purge_after: claimed.purgeAfter?.toISOString() ?? null,
             forced: options.now === true,
+            archive_verified: unverified === undefined,
+            ...(unverified === undefined ? {} : { archive_problem: unverified }),
           });
           lease.assertHeld();
           erased = await this.#data.erase(claimed);
@@ -515,7 +560,12 @@ export class TenantService {
           });
         }
         this.#d.registry.invalidate(claimed.id);
-        result.purged.push({ id: claimed.id, archivePath: claimed.archivePath, ...erased });
+        result.purged.push({
+          id: claimed.id,
+          archivePath: claimed.archivePath,
+          archiveVerified: unverified === undefined,
+          ...erased,
+        });
       } catch (error) {
         result.failed.push({
           id: listed.id,

@@ -1,7 +1,7 @@
 import { existsSync } from "node:fs";
 import { isAbsolute, relative, resolve, sep } from "node:path";
 import type { Command } from "commander";
-import type { PurgeResult } from "../admin/tenant-service.js";
+import { purgeResultToJson } from "../admin/tenant-service.js";
 import { tenantToJson } from "../tenancy/tenant.js";
 import { assertTenantId } from "../tenancy/tenant-id.js";
 import { run, withAdminAccess } from "./admin-client.js";
@@ -9,18 +9,6 @@ import { type ConfigOptions, resolveCliConfig } from "./context.js";
 import { print } from "./output.js";
 
 type Json = Record<string, unknown>;
-
-function purgeToJson(r: PurgeResult): Json {
-  return {
-    purged: r.purged.map((p) => ({
-      id: p.id,
-      archive_path: p.archivePath,
-      rows: p.rows,
-      objects: p.objects,
-    })),
-    failed: r.failed,
-  };
-}
 
 /**
  * An archive argument: a path from the current directory if it exists there, else a name inside
@@ -70,18 +58,29 @@ export function registerLifecycleCommands(tenants: Command): Command {
       .description(
         "delete the data of deprovisioned tenants past [lifecycle] retention_days (archives are kept)",
       )
-      .option("--now", "purge every deprovisioned tenant, whatever its retention"),
-  ).action(async (o: ConfigOptions & { json?: boolean; now?: boolean }) => {
+      .option("--now", "purge every deprovisioned tenant, whatever its retention")
+      .option(
+        "--without-archive <id,id>",
+        "purge these tenants even if their archive does not verify (lost or damaged): their data goes without a copy",
+      ),
+  ).action(async (o: ConfigOptions & { json?: boolean; now?: boolean; withoutArchive?: string }) => {
     const config = await resolveCliConfig(o);
+    const withoutArchive =
+      o.withoutArchive === undefined ? [] : o.withoutArchive.split(",").map(assertTenantId);
     const out = (await withAdminAccess(config, (a) =>
       run(
         a,
-        (call) => call("POST", "/purge", { now: o.now === true }),
-        async (d) => purgeToJson(await d.app.tenants.purge(d.actor, { now: o.now === true })),
+        (call) => call("POST", "/purge", { now: o.now === true, without_archive: withoutArchive }),
+        async (d) =>
+          purgeResultToJson(await d.app.tenants.purge(d.actor, { now: o.now === true, withoutArchive })),
       ),
     )) as { purged: Json[]; failed: Json[] };
     print(out, o.json, () => {
-      const lines = out.purged.map((p) => `purged ${p.id} (archive kept: ${p.archive_path ?? "none"})`);
+      const lines = out.purged.map((p) =>
+        p.archive_verified === false
+          ? `purged ${p.id} WITHOUT a verified archive (${p.archive_path ?? "none"})`
+          : `purged ${p.id} (archive kept: ${p.archive_path ?? "none"})`,
+      );
       for (const f of out.failed) lines.push(`FAILED ${f.id}: ${f.message}`);
       return lines.length > 0 ? lines.join("\n") : "nothing to purge";
     });

@@ -2,7 +2,7 @@ import type { IncomingMessage, ServerResponse } from "node:http";
 import type { Logger } from "pino";
 import type { Actor } from "../admin/admin-audit.js";
 import type { ImpersonationService } from "../admin/impersonation.js";
-import type { TenantService } from "../admin/tenant-service.js";
+import { purgeResultToJson, type TenantService } from "../admin/tenant-service.js";
 import { type AuditReader, parseSince } from "../audit/audit-query.js";
 import { auditEventToJson } from "../audit/sinks.js";
 import type { TokenVerifier } from "../auth/verifier.js";
@@ -126,16 +126,9 @@ export class AdminRoutes {
         method: "POST",
         pattern: /^\/admin\/api\/purge$/,
         handle: async ({ actor, body }) => {
-          const result = await t.purge(actor, { now: body.now === true });
-          return json({
-            purged: result.purged.map((p) => ({
-              id: p.id,
-              archive_path: p.archivePath,
-              rows: p.rows,
-              objects: p.objects,
-            })),
-            failed: result.failed,
-          });
+          const withoutArchive =
+            body.without_archive === undefined ? [] : strList(body.without_archive, "without_archive");
+          return json(purgeResultToJson(await t.purge(actor, { now: body.now === true, withoutArchive })));
         },
       },
       {

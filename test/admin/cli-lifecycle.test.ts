@@ -78,6 +78,20 @@ describe("CLI: deprovision, purge, restore and audit through the running server"
     expect(text.stdout).toContain("tenant.restore");
   });
 
+  it("purge --without-archive: only the named tenant goes without a verified archive; a bad id is bad input", async () => {
+    const dep = await cli("tenants", "deprovision", "globex", "--data-dir", dir, "--json");
+    await rm((JSON.parse(dep.stdout) as { archive_path: string }).archive_path, { recursive: true });
+    const bad = await cli("tenants", "purge", "--now", "--without-archive", "../x", "--data-dir", dir);
+    expect(bad.code).toBe(2);
+    const kept = await cli("tenants", "purge", "--now", "--data-dir", dir);
+    expect(kept.code).toBe(1);
+    expect(kept.stdout).toContain("FAILED globex");
+    const gone = await cli("tenants", "purge", "--now", "--without-archive", "globex", "--data-dir", dir);
+    expect(gone).toMatchObject({ code: 0 });
+    expect(gone.stdout).toContain("purged globex WITHOUT a verified archive");
+    await expect(app.tenants.show("globex")).rejects.toMatchObject({ code: "unknown_tenant" });
+  });
+
   it("bad input is one line on stderr and exit code 2", async () => {
     for (const args of [
       ["audit", "--since", "yesterday"],

@@ -9,7 +9,7 @@ import { type Harness, startHarness } from "../../src/testing/index.js";
 import { demoMigrations, demoTools } from "../../src/tools/demo/index.js";
 import { createTestDatabase, type TestDatabase } from "../support/postgres.js";
 import { serviceGate } from "../support/services.js";
-import { mcp, toolResult } from "./helpers.js";
+import { adminApi, mcp, toolResult } from "./helpers.js";
 
 const pgUp = await serviceGate("postgres");
 
@@ -199,6 +199,61 @@ describe.each(["row_level_security", "schema_per_tenant"] as const)(
         expect((await h.app.tenants.purge(actor, { now: true })).purged.map((p) => p.id)).toEqual([
           "keyless",
         ]);
+      });
+
+      it("an archive gone for good: only a tenant the operator names in without_archive is purged without it, and the audit log says so", async () => {
+        const lost = "lost-archive";
+        await h.app.tenants.create(actor, { id: lost, name: lost });
+        toolResult(
+          await mcp(h, await h.token(lost), "tools/call", {
+            name: "notes_create",
+            arguments: { title: "t", body: "b" },
+          }),
+        );
+        const dep = await h.app.tenants.deprovision(actor, lost);
+        await rm(dep.archivePath!, { recursive: true });
+        const { key } = await h.app.tenants.show(lost);
+        const admin = await h.adminToken({ sub: "auth0|ops" });
+
+        // Not named, or another tenant named: kept, as before.
+        for (const named of [undefined, ["someone-else"]]) {
+          const r = await adminApi(h, admin, "POST", "/purge", {
+            now: true,
+            ...(named ? { without_archive: named } : {}),
+          });
+          expect(r.status).toBe(200);
+          expect(r.body.failed).toMatchObject([{ id: lost, code: "backend_unavailable" }]);
+          expect(await h.app.tenants.show(lost)).toMatchObject({ status: "deprovisioned" });
+        }
+        // A hostile or malformed list is refused before anything is purged.
+        for (const bad of [["../x"], "lost-archive", [1]]) {
+          const r = await adminApi(h, admin, "POST", "/purge", { now: true, without_archive: bad });
+          expect(r.status, JSON.stringify(bad)).toBe(400);
+        }
+        expect(await h.app.tenants.show(lost)).toMatchObject({ status: "deprovisioned" });
+
+        const r = await adminApi(h, admin, "POST", "/purge", { now: true, without_archive: [lost] });
+        expect(r.status).toBe(200);
+        expect(r.body).toMatchObject({
+          purged: [{ id: lost, archive_path: dep.archivePath, archive_verified: false }],
+          failed: [],
+        });
+        await expect(h.app.tenants.show(lost)).rejects.toMatchObject({ code: "unknown_tenant" });
+        const left =
+          isolation === "schema_per_tenant"
+            ? await su.query("SELECT 1 FROM pg_namespace WHERE nspname = $1", [schemaNameForKey(key)])
+            : await su.query("SELECT 1 FROM public.notes WHERE tenant_id = $1", [lost]);
+        expect(left.rowCount).toBe(0);
+        await h.app.audit.flush();
+        const [event] = await h.app.adminServices.auditLog.query({ tenant: lost, action: "tenant.purge" });
+        expect(event).toMatchObject({
+          outcome: "ok",
+          userId: "admin:auth0|ops",
+          details: {
+            archive_verified: false,
+            archive_problem: expect.stringContaining("no readable manifest.json"),
+          },
+        });
       });
     });
   },

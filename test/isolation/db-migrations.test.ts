@@ -266,6 +266,18 @@ describe.each(backends)("app migrations on $name", (backend) => {
       ]);
     });
 
+    it("migrateAll rewrites a policy of the earlier per-row form to the once-per-statement form", async () => {
+      const iso = env.isolation("row_level_security");
+      await iso.migrateShared();
+      const perRow = "tenant_id = NULLIF(current_setting('app.tenant_id', true), '')";
+      await env.su(`ALTER POLICY ${TENANT_POLICY} ON notes USING (${perRow}) WITH CHECK (${perRow})`);
+      const policy = async () =>
+        (await env.su<{ qual: string }>("SELECT qual FROM pg_policies WHERE tablename = 'notes'"))[0]!.qual;
+      expect(await policy()).not.toContain("SELECT");
+      await iso.migrateAll();
+      expect(await policy()).toMatch(/^\(tenant_id = \( SELECT NULLIF\(current_setting/);
+    });
+
     it("migrateAll re-grants exactly what is needed and re-forces RLS after tampering", async () => {
       const iso = env.isolation("row_level_security");
       await iso.migrateShared();

@@ -121,11 +121,11 @@ describe("global admin scope", () => {
     });
     // What the tenant's state does not allow is a conflict (409), not a malformed request (400);
     // nothing is written, not even an audit event.
-    for (const [path, body] of [
-      ["/tenants/Org_AbC/resume", undefined], // not suspended
-      ["/tenants/Org_AbC", { convert_trial: true }], // no longer on a trial
+    for (const [method, path, body] of [
+      ["POST", "/tenants/Org_AbC/resume", undefined], // not suspended
+      ["PATCH", "/tenants/Org_AbC", { convert_trial: true }], // no longer on a trial
     ] as const) {
-      const refused = await adminApi(h, token, path.endsWith("resume") ? "POST" : "PATCH", path, body);
+      const refused = await adminApi(h, token, method, path, body);
       expect(refused).toMatchObject({ status: 409, body: { error: "tenant_conflict" } });
     }
     await h.app.audit.flush();

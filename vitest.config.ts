@@ -7,5 +7,7 @@ export default defineConfig({
     hookTimeout: 60_000,
     pool: "forks",
     maxWorkers: 2,
+    // The default output, then any unhandled error repeated on the last lines (a CI log's tail).
+    reporters: ["default", "./test/support/unhandled-errors-reporter.ts"],
   },
 });

@@ -32,10 +32,20 @@ export const TENANT_ONCE_SQL = `(SELECT ${CURRENT_TENANT_SQL})`;
  * Session state a tool's SQL can create that would outlive its transaction on the connection, and
  * so reach the next call there, another tenant's as likely as not: WITH HOLD cursors and temporary
  * tables (which hold rows), session-level settings (`SET`, `set_config(…, false)`), sequence values
- * (`currval`, `lastval`). Every tenant transaction ends with these statements, before COMMIT.
- * `RESET ALL` leaves the connection's own settings (startup parameters, the role) as they were.
+ * (`currval`, `lastval`), and session-level advisory locks (`pg_advisory_lock`), which would keep
+ * their key taken for every tenant's calls on every other connection until this one closed. Every
+ * tenant transaction ends with these statements, before COMMIT. `RESET ALL` leaves the
+ * connection's own settings (startup parameters, the role) as they were. What else `DISCARD ALL`
+ * does is not needed here or cannot run here: `UNLISTEN *` (a tool cannot read notifications), and
+ * `DISCARD ALL` itself is refused inside a transaction.
  */
-export const SESSION_RESET = ["CLOSE ALL", "DISCARD TEMP", "RESET ALL", "DISCARD SEQUENCES"] as const;
+export const SESSION_RESET = [
+  "CLOSE ALL",
+  "DISCARD TEMP",
+  "RESET ALL",
+  "DISCARD SEQUENCES",
+  "SELECT pg_advisory_unlock_all()",
+] as const;
 
 /** Whether tenant tables live in one schema per tenant (else shared tables in `public` under RLS). */
 export function usesSchemas(isolation: IsolationName): boolean {

@@ -108,6 +108,24 @@ describe.each(combos)("session state ends with the tool call: $name", (combo) =>
       expect(seen).toEqual([{ v: "" }]);
     });
 
+    it("a session-level advisory lock is not left held after the call, where it would block other tenants", async () => {
+      // pg_advisory_lock outlives the transaction (only pg_advisory_xact_lock ends with it): left
+      // on a pooled connection, the key stays taken for every tenant's calls on every other
+      // connection until that connection closes.
+      await asTool(s, s.tenants[0]!, mode, (q) => q.query("SELECT pg_advisory_lock(4242)"));
+      const held = await asTool(s, s.tenants[1]!, mode, (q) =>
+        q.query("SELECT count(*)::int AS n FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()"),
+      );
+      expect(held.rows).toEqual([{ n: 0 }]);
+      // A lock taken for the transaction still holds for the whole call, as PostgreSQL defines it.
+      const inCall = await asTool(s, s.tenants[1]!, mode, (q) =>
+        q.query(
+          "SELECT pg_try_advisory_xact_lock(4243) AS got, (SELECT count(*)::int FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()) AS n",
+        ),
+      );
+      expect(inCall.rows).toEqual([{ got: true, n: 1 }]);
+    });
+
     it("a transaction block a tool opens is not left for the next tenant, whose writes it would hold", async () => {
       // A buggy tool that opens a transaction of its own. Under `transaction: "statement"`, left open,
       // the connection's next exchanges (any tenant's) would run inside it, uncommitted, and the

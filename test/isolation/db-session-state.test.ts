@@ -114,7 +114,9 @@ describe.each(combos)("session state ends with the tool call: $name", (combo) =>
       // connection until that connection closes.
       await asTool(s, s.tenants[0]!, mode, (q) => q.query("SELECT pg_advisory_lock(4242)"));
       const held = await asTool(s, s.tenants[1]!, mode, (q) =>
-        q.query("SELECT count(*)::int AS n FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()"),
+        q.query(
+          "SELECT count(*)::int AS n FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()",
+        ),
       );
       expect(held.rows).toEqual([{ n: 0 }]);
       // A lock taken for the transaction still holds for the whole call, as PostgreSQL defines it.

@@ -50,6 +50,15 @@ export interface Database extends Queryable {
   /** Runs a script of several statements without parameters (migrations). */
   exec(sql: string): Promise<void>;
   /**
+   * `query` for a statement sent again and again with the same text: PostgreSQL parses and plans
+   * it once per connection, as the prepared statement `name`. Optional: without it, `query`.
+   */
+  queryPrepared?<R extends Row = Row>(
+    name: string,
+    text: string,
+    params: readonly unknown[],
+  ): Promise<QueryResult<R>>;
+  /**
    * Runs `binding`, one statement, then `binding.reset`, in a single transaction of their own, sent
    * together (one round trip). Optional: without it, callers use {@link transaction}.
    */

@@ -106,6 +106,15 @@ export class PostgresDatabase implements Database {
     return { rows: result.rows, rowCount: result.rowCount ?? result.rows.length };
   }
 
+  async queryPrepared<R extends Row = Row>(
+    name: string,
+    text: string,
+    params: readonly unknown[],
+  ): Promise<QueryResult<R>> {
+    const result = await this.#submit<R>(new pg.Query<R>({ name, text, values: params as unknown[] }));
+    return { rows: result.rows, rowCount: result.rowCount ?? result.rows.length };
+  }
+
   async exec(sql: string): Promise<void> {
     await this.#submit(new pg.Query(sql));
   }

@@ -154,11 +154,70 @@ describe.each(engines())("the database audit writer on %s", (_name, open) => {
     expect(read?.details).toEqual({ when: when.toISOString(), "k\uFFFD": ["v\uFFFD", when.toISOString()] });
   });
 
+  it("stores a batch of many slices whole and in order", async () => {
+    await env.db.query("TRUNCATE tenantry_audit");
+    const events = Array.from({ length: 300 }, (_, i) => event(i, `text ${i}`, i % 2 ? { i } : null));
+    await databaseWriter(env.db)(events);
+    expect(await databaseAuditReader(env.db).query({ limit: 1000 })).toEqual(events);
+  });
+
   it("writes a batch all or nothing", async () => {
     await env.db.query("TRUNCATE tenantry_audit");
     const good = event(1, "ok", null);
     const bad = { ...event(2, "bad", null), at: "not a time" };
     await expect(databaseWriter(env.db)([good, bad])).rejects.toThrow();
     expect(await databaseAuditReader(env.db).query({ limit: 10 })).toEqual([]);
+  });
+});
+
+describe("the database audit writer's encoding", () => {
+  it("lets other work run while it encodes a large batch, then sends it as one statement", async () => {
+    const sent: unknown[][] = [];
+    const fake = {
+      kind: "postgres",
+      query: async (_text: string, params: unknown[]) => {
+        sent.push(params);
+        return { rows: [], rowCount: 0 };
+      },
+    } as unknown as Database;
+    let ranMeanwhile = 0;
+    const tick = () => {
+      ranMeanwhile++;
+      if (sent.length === 0) setImmediate(tick);
+    };
+    setImmediate(tick);
+    const events = Array.from({ length: 500 }, (_, i) => event(i, "x", null));
+    await databaseWriter(fake)(events);
+    // Encoded 64 events at a time, with the event loop's other work in between: not in one go.
+    expect(ranMeanwhile).toBeGreaterThanOrEqual(Math.floor(500 / 64));
+    expect(sent).toHaveLength(1);
+    const ids = String(sent[0]?.[2]).slice(1, -1).split(",");
+    expect(ids).toEqual(events.map((e) => `"${e.tenantId}"`));
+  });
+});
+
+describe.skipIf(!pgUp)("the database audit writer on PostgreSQL, prepared", () => {
+  it("prepares its statement once per connection and reuses it", async () => {
+    const pgdb = await createTestDatabase();
+    const config = parseConfig(
+      { database: { url: pgdb.runtimeUrl, admin_url: pgdb.adminUrl, pool_size: 2 } },
+      "test",
+      {},
+    );
+    const dbs = await openDatabases(config);
+    try {
+      await runCoreMigrations(dbs.admin, dbs.runtimeRoleName);
+      const write = databaseWriter(dbs.admin);
+      // One statement at a time: the pool hands back the connection it was just given.
+      for (let i = 0; i < 3; i++) await write([event(i, "x", null)]);
+      const prepared = await dbs.admin.query<{ name: string }>(
+        "SELECT name FROM pg_prepared_statements WHERE statement LIKE 'INSERT INTO tenantry_audit%'",
+      );
+      expect(prepared.rows).toEqual([{ name: "tenantry_audit_insert" }]);
+      expect(await databaseAuditReader(dbs.admin).query({ limit: 10 })).toHaveLength(3);
+    } finally {
+      await dbs.close();
+      await pgdb.drop();
+    }
   });
 });

@@ -34,7 +34,9 @@ process.once("message", async (job) => {
     });
   if (job.warmup > 0) await run(job.warmup, false);
   process.send("measuring"); // the parent samples CPU time from here
+  const started = Date.now();
   const { result: r, latencies } = await run(job.duration, true);
+  const ended = Date.now();
   latencies.sort((x, y) => x - y);
   process.send({
     rps: r.requests.total / job.duration,
@@ -44,5 +46,9 @@ process.once("message", async (job) => {
     non2xx: r.non2xx,
     total: r.requests.total,
     statusCodes: r.statusCodeStats,
+    // When the counted run began and ended (epoch ms): several generators started one after the
+    // other span more than `duration` together.
+    started,
+    ended,
   });
 });

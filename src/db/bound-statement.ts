@@ -55,6 +55,29 @@ function watchReadyStatus(connection: WireConnection): void {
   });
 }
 
+/**
+ * Commands that can leave prepared statements on the connection: `PREPARE`, `DEALLOCATE`, and `DO`
+ * (whose body may run either). SQL shares the namespace of the statements Tenantry prepares once
+ * per connection, its tenant binding among them, so tool SQL could replace the binding with one
+ * that binds a tenant of its choosing, for every later exchange on the connection, whichever
+ * tenant's. The session reset cannot undo it (`DEALLOCATE ALL` would drop Tenantry's own
+ * statements too), so a connection that ran one is closed after its call instead of reused.
+ */
+const UNRESETTABLE = /^(?:DO|PREPARE|DEALLOCATE)\b/;
+
+/** Connections that ran an {@link UNRESETTABLE} command: the pool must close them, not reuse them. */
+const retired = new WeakSet<object>();
+
+/** Whether a command tag (`DO`, `PREPARE`, `SELECT 5`, …) leaves state the session reset cannot undo. */
+export function leavesUnresettableState(command: string | null | undefined): boolean {
+  return command != null && UNRESETTABLE.test(command);
+}
+
+/** Whether `connection` (a pg client's `connection`) ran a statement after which it must be closed. */
+export function mustRetire(connection: object): boolean {
+  return retired.has(connection);
+}
+
 // Constructed from (text, values): a config object would be copied property descriptor by
 // property descriptor (pg's cloneQueryConfig), which measured ~2 µs per statement.
 const QueryBase = pg.Query as unknown as new (
@@ -150,7 +173,9 @@ export class BoundStatement extends QueryBase {
   }
 
   override handleCommandComplete(message: unknown, connection: WireConnection): void {
-    if (this.#phase++ === 1) super.handleCommandComplete(message, connection);
+    if (this.#phase++ !== 1) return;
+    if (leavesUnresettableState((message as { text?: string }).text)) retired.add(connection);
+    super.handleCommandComplete(message, connection);
   }
 
   override handleEmptyQuery(connection: WireConnection): void {

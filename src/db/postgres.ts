@@ -1,6 +1,6 @@
 import pg from "pg";
 import { isTenantryError, TenantryError } from "../errors.js";
-import { BoundStatement } from "./bound-statement.js";
+import { BoundStatement, leavesUnresettableState, mustRetire } from "./bound-statement.js";
 import type {
   Binding,
   Database,
@@ -97,6 +97,12 @@ export class PostgresDatabase implements Database {
     // 'connect' once a new client is ready, 'remove' once the pool has let it go (ended or destroyed).
     this.#pool.on("connect", (client) => this.#watch.add(client));
     this.#pool.on("remove", (client) => this.#watch.delete(client));
+    // A connection whose statement could have replaced a prepared statement of ours is closed
+    // rather than idled (see leavesUnresettableState). 'release' comes before pg-pool decides, and
+    // a client that is not queryable is removed (pg-pool's _release; its own TODO names the field).
+    this.#pool.on("release", (_error: unknown, client: pg.PoolClient) => {
+      if (mustRetire(client.connection)) (client as unknown as { _queryable: boolean })._queryable = false;
+    });
   }
 
   async query<R extends Row = Row>(text: string, params: readonly unknown[] = []): Promise<QueryResult<R>> {
@@ -166,7 +172,12 @@ export class PostgresDatabase implements Database {
       statement.catch(() => {});
       // No result leaves a transaction whose BEGIN or binding failed (resolved at once after the first).
       await began;
-      return statement;
+      const result = await statement;
+      // A script's results come as a list, one per statement. A connection whose SQL may have
+      // replaced one of our prepared statements is destroyed at release, not returned.
+      const results = (Array.isArray(result) ? result : [result]) as pg.QueryResult[];
+      if (results.some((r) => leavesUnresettableState(r.command))) broken = true;
+      return result;
     };
     const tx: TransactionHandle = {
       async query<R extends Row>(text: string, params: readonly unknown[] = []): Promise<QueryResult<R>> {

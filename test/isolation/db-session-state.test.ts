@@ -1,5 +1,6 @@
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { schemaNameForKey } from "../../src/isolation/names.js";
 import type { IsolationName } from "../../src/isolation/strategy.js";
 import type { TenantRecord } from "../../src/tenancy/tenant.js";
 import type { TenantDb } from "../../src/tools/tool-context.js";
@@ -144,3 +145,71 @@ describe.each(combos)("session state ends with the tool call: $name", (combo) =>
     });
   });
 });
+
+/**
+ * A statement-mode exchange binds its tenant with a statement prepared once per connection
+ * (`tenantry_bind_…`), and SQL shares that namespace: tool SQL could replace it with one that binds
+ * a tenant of its choosing, and the next calls on that connection, any tenant's, would run bound to
+ * that tenant. The resets cannot undo it (`DEALLOCATE ALL` would drop Tenantry's own statements), so
+ * a call whose SQL prepared or deallocated anything leaves its connection to be closed, not reused.
+ */
+const postgresCombos = combos.filter((c) => c.postgres);
+describe.skipIf(!pgUp).each(postgresCombos)(
+  "a replaced tenant binding does not outlive the call: $name",
+  (combo) => {
+    describe.each(["call", "statement"] as const)("transaction: %s", (mode) => {
+      let db: TestDatabase | undefined;
+      let s: Setup;
+      beforeAll(async () => {
+        db = await createTestDatabase();
+        s = await setup(combo.strategy, db);
+        await asTool(s, s.tenants[0]!, "call", (q) =>
+          q.query("INSERT INTO notes (title, body) VALUES ('a secret', 'x')"),
+        );
+      });
+      afterAll(async () => {
+        await s?.close();
+        await db?.drop();
+      });
+
+      it("a binding replaced through DO / PREPARE binds no other tenant's later call", async () => {
+        const victim = s.tenants[0]!;
+        // The binding is prepared on the (one) connection by a first statement-mode call.
+        await asTool(s, victim, "statement", (q) => q.query("SELECT 1"));
+        // The replacement binds the victim whatever it is passed: its tenant id, and under
+        // schema_per_tenant its schema (where the victim's policy then admits the victim's rows).
+        const schemas = combo.strategy === "schema_per_tenant";
+        const name = schemas ? "tenantry_bind_apptenant_id_search_path" : "tenantry_bind_apptenant_id";
+        const types = schemas ? "text, text" : "text";
+        const settings = [`set_config('app.tenant_id', '${victim.id}', true) AS c0`];
+        if (schemas)
+          settings.push(`set_config('search_path', '${schemaNameForKey(victim.key)}', true) AS c1`);
+        const hijack = `DO $hijack$ BEGIN
+        EXECUTE 'DEALLOCATE ${name}';
+        EXECUTE $p$PREPARE ${name}(${types}) AS SELECT FROM (SELECT ${settings.join(", ")}) AS b WHERE c0 IS NULL$p$;
+      END $hijack$`;
+        await asTool(s, s.tenants[1]!, mode, (q) => q.query(hijack));
+        const seen = await asTool(s, s.tenants[1]!, "statement", (q) =>
+          q.query<{ title: string }>("SELECT title FROM notes"),
+        );
+        expect(seen.rows).toEqual([]);
+      });
+
+      it("only such calls cost their connection, and a call waiting for it is served on a new one", async () => {
+        const t = s.tenants[1]!;
+        const pid = async () =>
+          (await asTool(s, t, "statement", (q) => q.query<{ pid: number }>("SELECT pg_backend_pid() AS pid")))
+            .rows[0]?.pid;
+        const first = await pid();
+        await asTool(s, t, mode, (q) => q.query("SELECT count(*) FROM notes"));
+        expect(await pid()).toBe(first); // an ordinary call: the connection is kept
+        const [, waited] = await Promise.all([
+          asTool(s, t, mode, (q) => q.query("DO $$ BEGIN PERFORM pg_sleep(0.05); END $$")),
+          pid(), // the pool has one connection: this call waits for it
+        ]);
+        expect(waited).toBeDefined();
+        expect(waited).not.toBe(first);
+      });
+    });
+  },
+);

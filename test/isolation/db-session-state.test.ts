@@ -57,28 +57,40 @@ const combos = [
   { name: "PostgreSQL, schema_per_tenant", strategy: "schema_per_tenant", postgres: true },
 ] as const;
 
+/**
+ * Registers hooks that set up isolation for `combo` on one connection (PostgreSQL: a fresh database
+ * that grants TEMPORARY, as PostgreSQL does by default and the test database does not), with a
+ * row of the first tenant's ('a secret'), and hand it to `use`.
+ */
+function fixture(combo: (typeof combos)[number], use: (s: Setup) => void): void {
+  let db: TestDatabase | undefined;
+  let s: Setup | undefined;
+  beforeAll(async () => {
+    if (combo.postgres) {
+      db = await createTestDatabase();
+      const su = new pg.Client({ connectionString: db.superUrl });
+      await su.connect();
+      await su.query(`GRANT TEMPORARY ON DATABASE "${db.name}" TO PUBLIC`);
+      await su.end();
+    }
+    s = await setup(combo.strategy, db);
+    await asTool(s, s.tenants[0]!, "call", (q) =>
+      q.query("INSERT INTO notes (title, body) VALUES ('a secret', 'x')"),
+    );
+    use(s);
+  });
+  afterAll(async () => {
+    await s?.close();
+    await db?.drop();
+  });
+}
+
 describe.each(combos)("session state ends with the tool call: $name", (combo) => {
   const run = combo.postgres ? describe.skipIf(!pgUp) : describe;
   run.each(["call", "statement"] as const)("transaction: %s", (mode) => {
-    let db: TestDatabase | undefined;
     let s: Setup;
-    beforeAll(async () => {
-      if (combo.postgres) {
-        db = await createTestDatabase();
-        // PostgreSQL grants TEMPORARY on a new database to PUBLIC; the test database revokes it.
-        const su = new pg.Client({ connectionString: db.superUrl });
-        await su.connect();
-        await su.query(`GRANT TEMPORARY ON DATABASE "${db.name}" TO PUBLIC`);
-        await su.end();
-      }
-      s = await setup(combo.strategy, db);
-      await asTool(s, s.tenants[0]!, "call", (q) =>
-        q.query("INSERT INTO notes (title, body) VALUES ('a secret', 'x')"),
-      );
-    });
-    afterAll(async () => {
-      await s?.close();
-      await db?.drop();
+    fixture(combo, (setup) => {
+      s = setup;
     });
 
     it("a WITH HOLD cursor is not left for the next tenant", async () => {
@@ -158,18 +170,9 @@ describe.skipIf(!pgUp).each(postgresCombos)(
   "a replaced tenant binding does not outlive the call: $name",
   (combo) => {
     describe.each(["call", "statement"] as const)("transaction: %s", (mode) => {
-      let db: TestDatabase | undefined;
       let s: Setup;
-      beforeAll(async () => {
-        db = await createTestDatabase();
-        s = await setup(combo.strategy, db);
-        await asTool(s, s.tenants[0]!, "call", (q) =>
-          q.query("INSERT INTO notes (title, body) VALUES ('a secret', 'x')"),
-        );
-      });
-      afterAll(async () => {
-        await s?.close();
-        await db?.drop();
+      fixture(combo, (setup) => {
+        s = setup;
       });
 
       it("a binding replaced through DO / PREPARE binds no other tenant's later call", async () => {

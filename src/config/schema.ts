@@ -138,7 +138,7 @@ export const auditSchema = z.strictObject({
   sink: z.enum(["database", "jsonl", "both", "none"]).default("database"),
   path: z.string().min(1).default(".tenantry/audit.jsonl"),
   queue_size: positiveInt.default(10_000),
-  batch_size: positiveInt.max(10_000).default(200),
+  batch_size: positiveInt.max(10_000).default(500),
   flush_interval_ms: positiveInt.default(200),
 });
 

@@ -18,9 +18,10 @@ export interface TransactionOptions {
    */
   begin?: string;
   /**
-   * A parameter-free script to run as the transaction's last statement, before COMMIT (not on
-   * ROLLBACK, which undoes the transaction's session state by itself): tenant transactions reset
-   * the session state their statements may have left on the connection.
+   * A parameter-free script to run as the transaction's last statement, before COMMIT, and after
+   * a ROLLBACK, which undoes most of the transaction's session state but not all (PostgreSQL keeps
+   * session-level advisory locks past it): tenant transactions reset the session state their
+   * statements may have left on the connection.
    */
   reset?: string;
 }

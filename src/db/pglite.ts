@@ -149,7 +149,23 @@ export class PgliteDatabase implements Database {
     await this.#db.exec(sql);
   }
 
-  transaction<T>(fn: (tx: TransactionHandle) => Promise<T>, options: TransactionOptions = {}): Promise<T> {
+  async transaction<T>(
+    fn: (tx: TransactionHandle) => Promise<T>,
+    options: TransactionOptions = {},
+  ): Promise<T> {
+    try {
+      return await this.#transaction(fn, options);
+    } catch (error) {
+      // PGlite has rolled back, which undoes the transaction's session state but for what
+      // PostgreSQL keeps past a ROLLBACK (session-level advisory locks above all): the reset runs
+      // once it has. A call already queued for the one session may run first; it finds at most a
+      // lock its own session holds, which does not block it.
+      if (options.reset) await this.#db.exec(options.reset).catch(() => {});
+      throw error;
+    }
+  }
+
+  #transaction<T>(fn: (tx: TransactionHandle) => Promise<T>, options: TransactionOptions): Promise<T> {
     return this.#db.transaction(async (tx) => {
       if (options.begin) await tx.exec(options.begin);
       const value = await fn({

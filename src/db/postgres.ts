@@ -207,7 +207,9 @@ export class PostgresDatabase implements Database {
       return value;
     } catch (error) {
       try {
-        await client.query("ROLLBACK");
+        // ROLLBACK undoes the transaction's session state but for what PostgreSQL keeps past it
+        // (session-level advisory locks above all): the reset runs after it too.
+        await client.query(options.reset ? `ROLLBACK; ${options.reset}` : "ROLLBACK");
       } catch {
         broken = true; // the connection is unusable: destroy it rather than return it to the pool
       }

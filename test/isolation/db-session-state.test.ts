@@ -141,6 +141,29 @@ describe.each(combos)("session state ends with the tool call: $name", (combo) =>
       expect(inCall.rows).toEqual([{ got: true, n: 1 }]);
     });
 
+    it("a session-level advisory lock taken by a call that fails is not left held either", async () => {
+      // ROLLBACK undoes most session state a transaction created (temporary tables, cursors,
+      // settings), but not a session-level advisory lock: PostgreSQL keeps it past the rollback.
+      // A tool that locks and then fails (its own throw, or a statement that errors after the lock
+      // was taken) must not leave the key taken for every other tenant.
+      const failing =
+        mode === "call"
+          ? asTool(s, s.tenants[0]!, mode, async (q) => {
+              await q.query("SELECT pg_advisory_lock(4244)");
+              throw new Error("the tool fails after taking the lock");
+            })
+          : asTool(s, s.tenants[0]!, mode, (q) =>
+              q.query("SELECT pg_advisory_lock(4244), 1 / (SELECT count(*) FROM notes WHERE false)"),
+            );
+      await expect(failing).rejects.toThrow();
+      const held = await asTool(s, s.tenants[1]!, mode, (q) =>
+        q.query(
+          "SELECT count(*)::int AS n FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()",
+        ),
+      );
+      expect(held.rows).toEqual([{ n: 0 }]);
+    });
+
     it("a transaction block a tool opens is not left for the next tenant, whose writes it would hold", async () => {
       // A buggy tool that opens a transaction of its own. Under `transaction: "statement"`, left open,
       // the connection's next exchanges (any tenant's) would run inside it, uncommitted, and the

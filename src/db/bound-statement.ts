@@ -62,15 +62,40 @@ function watchReadyStatus(connection: WireConnection): void {
  * that binds a tenant of its choosing, for every later exchange on the connection, whichever
  * tenant's. The session reset cannot undo it (`DEALLOCATE ALL` would drop Tenantry's own
  * statements too), so a connection that ran one is closed after its call instead of reused.
+ * Matched against a command tag, or its first word (all that pg keeps of it in a result).
  */
 const UNRESETTABLE = /^(?:DO|PREPARE|DEALLOCATE)\b/;
+
+/**
+ * A `CREATE` whose text names a function or procedure: the runtime role can create them in
+ * `pg_temp`, and their PL/pgSQL may run `PREPARE` / `DEALLOCATE` later in the call, under a
+ * `SELECT` tag. Matched against the statement's text; a false match only costs a connection.
+ */
+const CREATES_CODE = /\b(?:FUNCTION|PROCEDURE)\b/i;
+
+/**
+ * The text of a statement that may have run an {@link UNRESETTABLE} command before it failed:
+ * neither `PREPARE` nor `DEALLOCATE` is undone by the rollback, and a failed statement reports no
+ * tag. A false match (`ON CONFLICT DO NOTHING` in a statement that failed) only costs a connection.
+ */
+const MAY_RUN_UNRESETTABLE = /\b(?:DO|PREPARE|DEALLOCATE)\b/i;
 
 /** Connections that ran an {@link UNRESETTABLE} command: the pool must close them, not reuse them. */
 const retired = new WeakSet<object>();
 
-/** Whether a command tag (`DO`, `PREPARE`, `SELECT 5`, …) leaves state the session reset cannot undo. */
-export function leavesUnresettableState(command: string | null | undefined): boolean {
-  return command != null && UNRESETTABLE.test(command);
+/**
+ * Whether a statement that completed with `command` (a tag: `DO`, `PREPARE`, `SELECT 5`,
+ * `CREATE FUNCTION`, … or its first word) may have left state the session reset cannot undo.
+ * `text` is the statement's (or script's) SQL.
+ */
+export function leavesUnresettableState(command: string | null | undefined, text: string): boolean {
+  if (command == null) return false;
+  return UNRESETTABLE.test(command) || (command.startsWith("CREATE") && CREATES_CODE.test(text));
+}
+
+/** Whether a statement (or script) that failed may have left state the session reset cannot undo. */
+export function mayHaveLeftUnresettableState(text: string): boolean {
+  return MAY_RUN_UNRESETTABLE.test(text);
 }
 
 /** Whether `connection` (a pg client's `connection`) ran a statement after which it must be closed. */
@@ -174,7 +199,7 @@ export class BoundStatement extends QueryBase {
 
   override handleCommandComplete(message: unknown, connection: WireConnection): void {
     if (this.#phase++ !== 1) return;
-    if (leavesUnresettableState((message as { text?: string }).text)) retired.add(connection);
+    if (leavesUnresettableState((message as { text?: string }).text, this.text)) retired.add(connection);
     super.handleCommandComplete(message, connection);
   }
 

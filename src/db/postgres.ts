@@ -1,6 +1,11 @@
 import pg from "pg";
 import { isTenantryError, TenantryError } from "../errors.js";
-import { BoundStatement, leavesUnresettableState, mustRetire } from "./bound-statement.js";
+import {
+  BoundStatement,
+  leavesUnresettableState,
+  mayHaveLeftUnresettableState,
+  mustRetire,
+} from "./bound-statement.js";
 import type {
   Binding,
   Database,
@@ -172,11 +177,18 @@ export class PostgresDatabase implements Database {
       statement.catch(() => {});
       // No result leaves a transaction whose BEGIN or binding failed (resolved at once after the first).
       await began;
-      const result = await statement;
-      // A script's results come as a list, one per statement. A connection whose SQL may have
-      // replaced one of our prepared statements is destroyed at release, not returned.
+      // A connection whose SQL may have replaced one of our prepared statements is destroyed at
+      // release, not returned: whether the statement completed or failed.
+      let result: pg.QueryResult<R> | pg.QueryResult<R>[];
+      try {
+        result = await statement;
+      } catch (error) {
+        if (mayHaveLeftUnresettableState(text)) broken = true;
+        throw error;
+      }
+      // A script's results come as a list, one per statement.
       const results = (Array.isArray(result) ? result : [result]) as pg.QueryResult[];
-      if (results.some((r) => leavesUnresettableState(r.command))) broken = true;
+      if (results.some((r) => leavesUnresettableState(r.command, text))) broken = true;
       return result;
     };
     const tx: TransactionHandle = {

@@ -198,28 +198,51 @@ describe.skipIf(!pgUp).each(postgresCombos)(
         s = setup;
       });
 
-      it("a binding replaced through DO / PREPARE binds no other tenant's later call", async () => {
-        const victim = s.tenants[0]!;
-        // The binding is prepared on the (one) connection by a first statement-mode call.
-        await asTool(s, victim, "statement", (q) => q.query("SELECT 1"));
-        // The replacement binds the victim whatever it is passed: its tenant id, and under
-        // schema_per_tenant its schema (where the victim's policy then admits the victim's rows).
-        const schemas = combo.strategy === "schema_per_tenant";
-        const name = schemas ? "tenantry_bind_apptenant_id_search_path" : "tenantry_bind_apptenant_id";
-        const types = schemas ? "text, text" : "text";
-        const settings = [`set_config('app.tenant_id', '${victim.id}', true) AS c0`];
-        if (schemas)
-          settings.push(`set_config('search_path', '${schemaNameForKey(victim.key)}', true) AS c1`);
-        const hijack = `DO $hijack$ BEGIN
-        EXECUTE 'DEALLOCATE ${name}';
-        EXECUTE $p$PREPARE ${name}(${types}) AS SELECT FROM (SELECT ${settings.join(", ")}) AS b WHERE c0 IS NULL$p$;
-      END $hijack$`;
-        await asTool(s, s.tenants[1]!, mode, (q) => q.query(hijack));
-        const seen = await asTool(s, s.tenants[1]!, "statement", (q) =>
-          q.query<{ title: string }>("SELECT title FROM notes"),
-        );
-        expect(seen.rows).toEqual([]);
-      });
+      /** Ways tool SQL can run the replacement (`body`: PL/pgSQL statements) on its connection. */
+      const ways: [string, (q: TenantDb, body: string) => Promise<unknown>][] = [
+        ["DO", (q, body) => q.query(`DO $h$ BEGIN ${body} END $h$`)],
+        // A PREPARE is not undone when its transaction rolls back, nor is DEALLOCATE, and a failed
+        // statement reports no command tag.
+        [
+          "a DO that then fails",
+          (q, body) => q.query(`DO $h$ BEGIN ${body} RAISE 'covering tracks'; END $h$`),
+        ],
+        // The tags are CREATE FUNCTION and SELECT. (Under transaction: "statement", the session
+        // reset drops the function before a second statement could call it.)
+        [
+          "a temporary function",
+          async (q, body) => {
+            await q.query(
+              `CREATE FUNCTION pg_temp.rebind() RETURNS void LANGUAGE plpgsql AS $h$ BEGIN ${body} END $h$`,
+            );
+            await q.query("SELECT pg_temp.rebind()");
+          },
+        ],
+      ];
+
+      it.each(ways)(
+        "a binding replaced through %s binds no other tenant's later call",
+        async (_way, replace) => {
+          const victim = s.tenants[0]!;
+          // The binding is prepared on the (one) connection by a first statement-mode call.
+          await asTool(s, victim, "statement", (q) => q.query("SELECT 1"));
+          // The replacement binds the victim whatever it is passed: its tenant id, and under
+          // schema_per_tenant its schema (where the victim's policy then admits the victim's rows).
+          const schemas = combo.strategy === "schema_per_tenant";
+          const name = schemas ? "tenantry_bind_apptenant_id_search_path" : "tenantry_bind_apptenant_id";
+          const types = schemas ? "text, text" : "text";
+          const settings = [`set_config('app.tenant_id', '${victim.id}', true) AS c0`];
+          if (schemas)
+            settings.push(`set_config('search_path', '${schemaNameForKey(victim.key)}', true) AS c1`);
+          const body = `EXECUTE 'DEALLOCATE ${name}';
+        EXECUTE $p$PREPARE ${name}(${types}) AS SELECT FROM (SELECT ${settings.join(", ")}) AS b WHERE c0 IS NULL$p$;`;
+          await asTool(s, s.tenants[1]!, mode, (q) => replace(q, body)).catch(() => {});
+          const seen = await asTool(s, s.tenants[1]!, "statement", (q) =>
+            q.query<{ title: string }>("SELECT title FROM notes"),
+          );
+          expect(seen.rows).toEqual([]);
+        },
+      );
 
       it("only such calls cost their connection, and a call waiting for it is served on a new one", async () => {
         const t = s.tenants[1]!;
@@ -229,6 +252,12 @@ describe.skipIf(!pgUp).each(postgresCombos)(
         const first = await pid();
         await asTool(s, t, mode, (q) => q.query("SELECT count(*) FROM notes"));
         expect(await pid()).toBe(first); // an ordinary call: the connection is kept
+        if (mode === "call") {
+          // and so is it after an ordinary failure (a failed statement-mode exchange costs its
+          // connection whatever it was: pg's pool.query destroys it)
+          await expect(asTool(s, t, mode, (q) => q.query("SELECT 1 / 0"))).rejects.toThrow();
+          expect(await pid()).toBe(first);
+        }
         const [, waited] = await Promise.all([
           asTool(s, t, mode, (q) => q.query("DO $$ BEGIN PERFORM pg_sleep(0.05); END $$")),
           pid(), // the pool has one connection: this call waits for it

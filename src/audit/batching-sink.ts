@@ -7,7 +7,13 @@ export type WriteBatch = (events: readonly AuditEvent[]) => Promise<void>;
 export interface BatchingOptions {
   /** Most events queued or reserved at once; past it requests are refused with 503. */
   queueSize: number;
+  /** Most events in one write. */
   batchSize: number;
+  /**
+   * A write starts as soon as this many events wait (else after `flushIntervalMs`). Default
+   * {@link START_AT}, or `batchSize` if smaller.
+   */
+  startAt?: number;
   flushIntervalMs: number;
   /** Called when a background batch fails (it is retried with backoff). */
   onError?: (error: unknown, pending: number) => void;
@@ -49,6 +55,14 @@ const OTHER_TENANTS = "(other)";
 const CLOSE_ATTEMPTS = 3;
 
 /**
+ * Events waiting that start a write: fewer than `batchSize`, so that while the writer keeps up it
+ * writes often and small (on a machine whose cores the database shares, a 500-row INSERT is a few
+ * milliseconds of its CPU at once, which requests queue behind), and batches grow towards
+ * `batchSize` only when events arrive faster than it writes them.
+ */
+const START_AT = 200;
+
+/**
  * Request events go through a bounded queue and are written in batches off the hot path, by one
  * writer at a time, in order. Room is reserved once a request is authenticated, before any work
  * (`reserve`), so a request that was admitted can always record its event; when there is no room
@@ -77,6 +91,7 @@ export class BatchingAuditSink implements AuditSink {
   #draining: Promise<void> | undefined;
   #failures = 0;
   #closed = false;
+  readonly #startAt: number;
 
   constructor(write: WriteBatch, options: BatchingOptions) {
     if (!(options.queueSize >= 1 && options.batchSize >= 1)) {
@@ -85,6 +100,7 @@ export class BatchingAuditSink implements AuditSink {
     this.#write = write;
     this.#o = options;
     this.#share = Math.max(1, options.refusedShare ?? Math.floor(options.queueSize / 10));
+    this.#startAt = Math.max(1, Math.min(options.batchSize, options.startAt ?? START_AT));
   }
 
   get pending(): number {
@@ -156,7 +172,7 @@ export class BatchingAuditSink implements AuditSink {
   #push(event: AuditEvent): void {
     this.#queue.push(event);
     if (this.#closed) return; // close() is draining: it will write this too
-    if (this.#queue.length >= this.#o.batchSize && this.#failures === 0) this.#background(0);
+    if (this.#queue.length >= this.#startAt && this.#failures === 0) this.#background(0);
     else this.#background(this.#o.flushIntervalMs);
   }
 
@@ -219,16 +235,18 @@ export class BatchingAuditSink implements AuditSink {
 
   /**
    * Writes batches, one drain at a time to keep events in order. A background drain writes the
-   * first batch and then only full ones: what arrives meanwhile waits for the flush interval or a
-   * full batch, so a busy server writes few large batches rather than many small ones (each
-   * statement and commit has a fixed cost). `all` (flush, close) writes until the queue is empty.
+   * first batch and then goes on while at least `startAt` events wait, each batch taking up to
+   * `batchSize` of them: what arrives meanwhile in smaller numbers waits for the flush interval, so
+   * a busy server writes batches of `startAt` events or more (each statement and commit has a
+   * fixed cost), and batches grow to `batchSize` when events arrive faster than one write takes.
+   * `all` (flush, close) writes until the queue is empty.
    */
   #drain(all = false): Promise<void> {
     if (this.#draining) return this.#draining;
     if (this.#queue.length === 0) return Promise.resolve();
     const run = async () => {
       for (let first = true; this.#queue.length > 0; first = false) {
-        if (!first && !all && this.#queue.length < this.#o.batchSize) break;
+        if (!first && !all && this.#queue.length < this.#startAt) break;
         const batch = this.#queue.slice(0, this.#o.batchSize);
         await this.#write(batch);
         this.#queue.splice(0, batch.length);

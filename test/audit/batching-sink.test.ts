@@ -44,6 +44,47 @@ describe("BatchingAuditSink", () => {
     expect(sink.pending).toBe(0);
   });
 
+  it("writes small batches while it keeps up, and batches grow to batch_size when events outpace it", async () => {
+    let release: () => void = () => {};
+    const written: string[][] = [];
+    const write = async (batch: readonly AuditEvent[]) => {
+      written.push(batch.map((e) => e.requestId ?? ""));
+      await new Promise<void>((resolve) => {
+        release = resolve;
+      });
+    };
+    const sink = new BatchingAuditSink(write, {
+      queueSize: 100,
+      batchSize: 5,
+      startAt: 2,
+      flushIntervalMs: 10_000,
+    });
+    const settle = () => new Promise((resolve) => setImmediate(resolve));
+    sink.enqueue(event(0));
+    await settle();
+    expect(written).toEqual([]); // fewer than startAt: waits for the timer
+    sink.enqueue(event(1));
+    await settle();
+    expect(written).toEqual([["r0", "r1"]]); // startAt reached: written at once, not at batch_size
+    for (let i = 2; i < 10; i++) sink.enqueue(event(i)); // arrive faster than the write takes
+    release();
+    await settle();
+    expect(written.at(-1)).toEqual(["r2", "r3", "r4", "r5", "r6"]); // as many as batch_size allows
+    release();
+    await settle();
+    expect(written.at(-1)).toEqual(["r7", "r8", "r9"]); // at least startAt wait: written too
+    sink.enqueue(event(10));
+    release();
+    await settle();
+    expect(written).toHaveLength(3); // one left over waits for the timer or for startAt
+    expect(sink.pending).toBe(1);
+    const flushed = sink.flush();
+    await settle();
+    release();
+    await flushed;
+    expect(written.at(-1)).toEqual(["r10"]);
+  });
+
   it("flushes on its timer when fewer than a batch are queued", async () => {
     const r = recorder();
     const sink = new BatchingAuditSink(r.write, { queueSize: 100, batchSize: 50, flushIntervalMs: 10 });

@@ -415,15 +415,26 @@ export class TenantService {
       if (settle > 0) await new Promise((r) => setTimeout(r, settle));
     }
     const { path } = await this.#data.archive(record, this.#d.archiveDir);
-    const done = await this.#store.updateIf(
-      id,
-      { version: record.version, status: record.status },
-      {
-        status: "deprovisioned",
-        archivePath: path,
-        purgeAfter: new Date(this.#now() + this.#d.retentionDays * DAY_MS),
-      },
-    );
+    let done: TenantRecord | undefined;
+    try {
+      done = await this.#store.updateIf(
+        id,
+        { version: record.version, status: record.status },
+        {
+          status: "deprovisioned",
+          archivePath: path,
+          purgeAfter: new Date(this.#now() + this.#d.retentionDays * DAY_MS),
+        },
+      );
+    } catch (error) {
+      // The write failed, or only its reply was lost: the archive goes unless the record names it.
+      // If the record cannot be read either, it stays (an orphan is harmless; a record naming a
+      // removed archive would block the purge).
+      const now = await this.#store.get(id).catch(() => null);
+      if (now !== null && now?.archivePath !== path)
+        await rm(path, { recursive: true, force: true }).catch(() => {});
+      throw error;
+    }
     if (!done) {
       // Nothing refers to this archive; removing it keeps a later restore from picking a stale one.
       await rm(path, { recursive: true, force: true }).catch(() => {});

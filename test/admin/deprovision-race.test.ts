@@ -25,6 +25,8 @@ describe("deprovision racing other lifecycle operations", () => {
         { id: "initech" },
         { id: "hooli" },
         { id: "wonka" },
+        { id: "stark" },
+        { id: "tyrell" },
       ],
       tools: demoTools,
       migrations: demoMigrations,
@@ -109,6 +111,44 @@ describe("deprovision racing other lifecycle operations", () => {
     const record = await h.app.tenants.show("wonka");
     expect(record).toMatchObject({ status: "suspended", name: "Wonka Renamed", archivePath: null });
     expect(await archivesOf("wonka")).toEqual([]); // its manifest held the old name
+  });
+
+  /** Makes the registry write that marks a tenant deprovisioned fail once: before it or after it. */
+  function failFinalWrite(when: "before" | "after") {
+    const store = h.app.registry.store;
+    const updateIf = store.updateIf.bind(store);
+    return vi.spyOn(store, "updateIf").mockImplementation(async (id, expect, update, ...rest) => {
+      if (update.status !== "deprovisioned") return updateIf(id, expect, update, ...rest);
+      if (when === "after") await updateIf(id, expect, update, ...rest);
+      throw new Error("Connection terminated unexpectedly");
+    });
+  }
+
+  it("a registry write that fails after the archive leaves no archive behind", async () => {
+    const spy = failFinalWrite("before");
+    try {
+      await expect(h.app.tenants.deprovision(actor, "stark")).rejects.toThrow(/terminated/);
+    } finally {
+      spy.mockRestore();
+    }
+    expect(await h.app.tenants.show("stark")).toMatchObject({ status: "suspended", archivePath: null });
+    expect(await archivesOf("stark")).toEqual([]); // nothing refers to it: not left on disk
+    // deprovision can be run again, and leaves one archive
+    const done = await h.app.tenants.deprovision(actor, "stark");
+    expect(await archivesOf("stark")).toEqual([basename(done.archivePath ?? "")]);
+  });
+
+  it("a registry write whose reply is lost keeps the archive the record names", async () => {
+    const spy = failFinalWrite("after");
+    try {
+      await expect(h.app.tenants.deprovision(actor, "tyrell")).rejects.toThrow(/terminated/);
+    } finally {
+      spy.mockRestore();
+    }
+    const record = await h.app.tenants.show("tyrell");
+    expect(record.status).toBe("deprovisioned");
+    expect(record.archivePath).toBeTruthy();
+    expect(await archivesOf("tyrell")).toEqual([basename(record.archivePath ?? "")]);
   });
 
   it("a resume during the settle wait wins", async () => {

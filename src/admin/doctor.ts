@@ -1,5 +1,5 @@
 import type { ResolvedAuth, TenantryConfig } from "../config/resolve.js";
-import type { Databases } from "../db/database.js";
+import type { Databases, Queryable } from "../db/database.js";
 import { openDatabases, roleFromUrl } from "../db/open.js";
 import type { AppMigration } from "../isolation/migrations.js";
 import { sharedTenantTables } from "../isolation/migrations.js";
@@ -138,6 +138,29 @@ export async function checkJwks(
   }
 }
 
+const LARGE_OBJECTS = "large_objects";
+
+/**
+ * Large objects have no RLS and belong to the database: those the runtime role owns (created by a
+ * tool call) can be listed and read by every tenant's calls. Not a startup refusal, as the other
+ * database checks are: the data is already shared, and refusing to serve would not unshare it.
+ */
+async function largeObjectCheck(db: Queryable, role: string): Promise<DoctorCheck> {
+  const r = await db.query<{ n: number }>(
+    `SELECT count(*)::int AS n FROM pg_largeobject_metadata
+      WHERE lomowner = (SELECT oid FROM pg_roles WHERE rolname = $1)`,
+    [role],
+  );
+  const n = r.rows[0]?.n ?? 0;
+  return n === 0
+    ? { name: LARGE_OBJECTS, ok: true, detail: `no large object owned by ${role}` }
+    : {
+        name: LARGE_OBJECTS,
+        ok: false,
+        detail: `${n} large object(s) owned by ${role}: every tenant's calls can list and read them (lo_get); keep tenant data in tenant tables or object storage`,
+      };
+}
+
 async function databaseChecks(config: TenantryConfig, options: DoctorOptions): Promise<DoctorCheck[]> {
   let dbs = options.databases;
   const opened = !dbs;
@@ -150,7 +173,11 @@ async function databaseChecks(config: TenantryConfig, options: DoctorOptions): P
     if (opened) await dbs?.close().catch(() => {});
     return [
       { name: "database.connect", ok: false, detail: (error as Error).message },
-      ...SAFETY_CHECKS.map((name) => ({ name, ok: false, detail: "not checked: database unreachable" })),
+      ...[...SAFETY_CHECKS, LARGE_OBJECTS].map((name) => ({
+        name,
+        ok: false,
+        detail: "not checked: database unreachable",
+      })),
     ];
   }
   try {
@@ -161,6 +188,7 @@ async function databaseChecks(config: TenantryConfig, options: DoctorOptions): P
     return [
       { name: "database.connect", ok: true, detail: `connected; tool queries run as ${role}` },
       ...inspected,
+      await largeObjectCheck(dbs.admin, role),
     ];
   } catch (error) {
     return [{ name: "database.inspect", ok: false, detail: (error as Error).message }];

@@ -143,6 +143,7 @@ describe("doctor and startup on PGlite", () => {
       "runtime_role.privileges",
       "tenant_tables.rls",
       "views",
+      "large_objects",
       "jwks",
     ]);
   });
@@ -222,6 +223,27 @@ describe.skipIf(!pgUp).each(["row_level_security", "schema_per_tenant"] as const
       expect(detail(r, "database.connect")).toContain(db.runtimeRole);
       expect(detail(r, "tenant_tables.rls")).toMatch(/^\d+ tenant tables have RLS enabled and forced/);
       expect(await startRefusal(config)).toBeUndefined();
+    });
+
+    it("flags large objects the runtime role owns (every tenant can read them), and the app still starts", async () => {
+      const asRuntime = new pg.Client({ connectionString: db.runtimeUrl });
+      await asRuntime.connect();
+      try {
+        const made = await asRuntime.query<{ oid: number }>("SELECT lo_from_bytea(0, 'acme only') AS oid");
+        const oid = made.rows[0]?.oid;
+        try {
+          const r = await doctor();
+          expect(failed(r)).toEqual(["large_objects"]);
+          expect(detail(r, "large_objects")).toContain(`1 large object(s) owned by ${db.runtimeRole}`);
+          // The data is shared already: refusing to serve would not unshare it.
+          expect(await startRefusal(config)).toBeUndefined();
+        } finally {
+          await asRuntime.query("SELECT lo_unlink($1)", [oid]);
+        }
+      } finally {
+        await asRuntime.end();
+      }
+      expect(failed(await doctor())).toEqual([]);
     });
 
     it("refuses a tenant table with RLS disabled", async () => {

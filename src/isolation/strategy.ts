@@ -33,11 +33,13 @@ export const TENANT_ONCE_SQL = `(SELECT ${CURRENT_TENANT_SQL})`;
  * so reach the next call there, another tenant's as likely as not: WITH HOLD cursors and temporary
  * tables (which hold rows), session-level settings (`SET`, `set_config(…, false)`), sequence values
  * (`currval`, `lastval`), and session-level advisory locks (`pg_advisory_lock`), which would keep
- * their key taken for every tenant's calls on every other connection until this one closed. Every
- * tenant transaction ends with these statements, before COMMIT. `RESET ALL` leaves the
- * connection's own settings (startup parameters, the role) as they were. What else `DISCARD ALL`
- * does is not needed here or cannot run here: `UNLISTEN *` (a tool cannot read notifications), and
- * `DISCARD ALL` itself is refused inside a transaction.
+ * their key taken for every tenant's calls on every other connection until this one closed, and a
+ * session-level `SET ROLE` (to a role the runtime role is a member of), which `RESET ALL` leaves
+ * alone: every later call on the connection would run as that role. Every tenant transaction ends
+ * with these statements, before COMMIT (and after a ROLLBACK, which keeps advisory locks and
+ * sequence values). `RESET ALL` leaves the connection's startup parameters as they were. What
+ * else `DISCARD ALL` does is not needed here or cannot run here: `UNLISTEN *` (a tool cannot read
+ * notifications), and `DISCARD ALL` itself is refused inside a transaction.
  */
 export const SESSION_RESET = [
   "CLOSE ALL",
@@ -45,6 +47,7 @@ export const SESSION_RESET = [
   "RESET ALL",
   "DISCARD SEQUENCES",
   "SELECT pg_advisory_unlock_all()",
+  "RESET ROLE",
 ] as const;
 
 /** Whether tenant tables live in one schema per tenant (else shared tables in `public` under RLS). */

@@ -62,7 +62,10 @@ const combos = [
  * that grants TEMPORARY, as PostgreSQL does by default and the test database does not), with a
  * row of the first tenant's ('a secret'), and hand it to `use`.
  */
-function fixture(combo: (typeof combos)[number], use: (s: Setup) => void): void {
+function fixture(
+  combo: (typeof combos)[number],
+  use: (s: Setup, db: TestDatabase | undefined) => void,
+): void {
   let db: TestDatabase | undefined;
   let s: Setup | undefined;
   beforeAll(async () => {
@@ -77,7 +80,7 @@ function fixture(combo: (typeof combos)[number], use: (s: Setup) => void): void 
     await asTool(s, s.tenants[0]!, "call", (q) =>
       q.query("INSERT INTO notes (title, body) VALUES ('a secret', 'x')"),
     );
-    use(s);
+    use(s, db);
   });
   afterAll(async () => {
     await s?.close();
@@ -180,6 +183,49 @@ describe.each(combos)("session state ends with the tool call: $name", (combo) =>
     });
   });
 });
+
+/**
+ * `RESET ALL` leaves the role alone: a session-level `SET ROLE` (to a role the runtime role is a
+ * member of; the safety checks refuse only memberships that bypass RLS or own tenant tables) would
+ * make every later call on the connection, any tenant's, run as that role. PostgreSQL only: on
+ * PGlite every call's binding sets the runtime role for its transaction.
+ */
+describe.skipIf(!pgUp).each(combos.filter((c) => c.postgres))(
+  "the role ends with the tool call: $name",
+  (combo) => {
+    describe.each(["call", "statement"] as const)("transaction: %s", (mode) => {
+      let s: Setup;
+      let db: TestDatabase | undefined;
+      fixture(combo, (setup, database) => {
+        s = setup;
+        db = database;
+      });
+      const superSql = async (sql: string) => {
+        const su = new pg.Client({ connectionString: db?.superUrl });
+        await su.connect();
+        try {
+          await su.query(sql);
+        } finally {
+          await su.end();
+        }
+      };
+
+      it("a session-level SET ROLE is not left for the next tenant", async () => {
+        const other = `${db?.runtimeRole}_other`;
+        await superSql(`CREATE ROLE "${other}"; GRANT "${other}" TO "${db?.runtimeRole}"`);
+        try {
+          await asTool(s, s.tenants[0]!, mode, (q) => q.query(`SET ROLE "${other}"`));
+          const seen = await asTool(s, s.tenants[1]!, mode, (q) =>
+            q.query<{ who: string }>("SELECT current_user AS who"),
+          );
+          expect(seen.rows).toEqual([{ who: db?.runtimeRole }]);
+        } finally {
+          await superSql(`DROP OWNED BY "${other}"; DROP ROLE "${other}"`).catch(() => {});
+        }
+      });
+    });
+  },
+);
 
 /**
  * A statement-mode exchange binds its tenant with a statement prepared once per connection

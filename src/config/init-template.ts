@@ -178,6 +178,8 @@ export function renderInitConfig(options: InitOptions): string {
     'sessions = "stateless"',
     "# Larger request bodies are refused before any parsing (413).",
     "max_body_bytes = 1048576",
+    "# A client that takes longer to send a whole request (headers and body) gets 408.",
+    "request_timeout_ms = 30000",
     "# A tool call that runs longer fails with tool_timeout; its transaction is rolled back.",
     "tool_timeout_ms = 60000",
     "# /metrics names every active tenant in its counters. Keep it off the public network, or",

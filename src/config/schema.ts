@@ -29,6 +29,12 @@ export const serverSchema = z.strictObject({
   base_url: z.url().optional(),
   sessions: z.enum(["stateless", "stateful"]).default("stateless"),
   max_body_bytes: positiveInt.max(64 * 1024 * 1024).default(1_048_576),
+  /**
+   * The longest a client may take to send a whole request, headers and body: past it the server
+   * answers 408 and closes the connection (a slow or stalled sender holds a socket for no longer).
+   * Responses are not bound by it (a tool call, an SSE stream).
+   */
+  request_timeout_ms: positiveInt.max(3_600_000).default(30_000),
   /** Origins allowed to call /mcp from a browser (DNS-rebinding guard). Requests without Origin pass. */
   allowed_origins: z.array(z.string().min(1)).default([]),
   /** Most stateful sessions kept at once (oldest evicted). */

@@ -365,7 +365,20 @@ export class TenantryApp {
     // Headers large enough that an oversized token reaches the verifier and gets a proper 401
     // (Node's default 16 KiB would answer 431 with no challenge); the verifier caps token size.
     const maxHeaderSize = Math.max(65_536, this.config.resolvedAuth.maxTokenBytes + 16_384);
-    const server = createServer({ keepAliveTimeout: 65_000, maxHeaderSize }, this.handler);
+    // A client that sends its request slowly, or stops half-way (headers or body), is answered 408
+    // and its socket closed once request_timeout_ms has passed since the request began; Node checks
+    // every connection's progress once per second (its default: every 30 s).
+    const requestTimeout = this.config.server.request_timeout_ms;
+    const server = createServer(
+      {
+        keepAliveTimeout: 65_000,
+        maxHeaderSize,
+        requestTimeout,
+        headersTimeout: requestTimeout,
+        connectionsCheckingInterval: Math.min(1000, requestTimeout),
+      },
+      this.handler,
+    );
     this.#server = server;
     const port = options.port ?? this.config.server.port;
     const host = options.host ?? this.config.server.host;

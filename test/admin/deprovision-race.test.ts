@@ -113,24 +113,27 @@ describe("deprovision racing other lifecycle operations", () => {
     expect(await archivesOf("wonka")).toEqual([]); // its manifest held the old name
   });
 
-  /** Makes the registry write that marks a tenant deprovisioned fail once: before it or after it. */
-  function failFinalWrite(when: "before" | "after") {
+  /**
+   * Deprovisions `id` with the registry write that marks it deprovisioned failing: before the write
+   * reaches the database, or after (its reply lost). The deprovision must fail.
+   */
+  async function deprovisionFailingFinalWrite(id: string, when: "before" | "after") {
     const store = h.app.registry.store;
     const updateIf = store.updateIf.bind(store);
-    return vi.spyOn(store, "updateIf").mockImplementation(async (id, expect, update, ...rest) => {
-      if (update.status !== "deprovisioned") return updateIf(id, expect, update, ...rest);
-      if (when === "after") await updateIf(id, expect, update, ...rest);
+    const spy = vi.spyOn(store, "updateIf").mockImplementation(async (tenant, expect, update, ...rest) => {
+      if (update.status !== "deprovisioned") return updateIf(tenant, expect, update, ...rest);
+      if (when === "after") await updateIf(tenant, expect, update, ...rest);
       throw new Error("Connection terminated unexpectedly");
     });
-  }
-
-  it("a registry write that fails after the archive leaves no archive behind", async () => {
-    const spy = failFinalWrite("before");
     try {
-      await expect(h.app.tenants.deprovision(actor, "stark")).rejects.toThrow(/terminated/);
+      await expect(h.app.tenants.deprovision(actor, id)).rejects.toThrow(/terminated/);
     } finally {
       spy.mockRestore();
     }
+  }
+
+  it("a registry write that fails after the archive leaves no archive behind", async () => {
+    await deprovisionFailingFinalWrite("stark", "before");
     expect(await h.app.tenants.show("stark")).toMatchObject({ status: "suspended", archivePath: null });
     expect(await archivesOf("stark")).toEqual([]); // nothing refers to it: not left on disk
     // deprovision can be run again, and leaves one archive
@@ -139,12 +142,7 @@ describe("deprovision racing other lifecycle operations", () => {
   });
 
   it("a registry write whose reply is lost keeps the archive the record names", async () => {
-    const spy = failFinalWrite("after");
-    try {
-      await expect(h.app.tenants.deprovision(actor, "tyrell")).rejects.toThrow(/terminated/);
-    } finally {
-      spy.mockRestore();
-    }
+    await deprovisionFailingFinalWrite("tyrell", "after");
     const record = await h.app.tenants.show("tyrell");
     expect(record.status).toBe("deprovisioned");
     expect(record.archivePath).toBeTruthy();

@@ -12,7 +12,7 @@ import { TENANT_POLICY } from "../../src/isolation/migrations.js";
 import { TenantryApp } from "../../src/server/app.js";
 import { startTestIssuer, type TestIssuer } from "../../src/testing/test-issuer.js";
 import { demoMigrations } from "../../src/tools/demo/index.js";
-import { createTestDatabase, type TestDatabase } from "../support/postgres.js";
+import { createTestDatabase, runSql, type TestDatabase } from "../support/postgres.js";
 import { PG_HOST, PG_PORT, PG_SUPER_URL, serviceGate } from "../support/services.js";
 
 /**
@@ -29,16 +29,6 @@ function failed(report: DoctorReport): string[] {
 
 function detail(report: DoctorReport, name: string): string {
   return report.checks.find((c) => c.name === name)?.detail ?? "";
-}
-
-async function superQuery(url: string, sql: string): Promise<void> {
-  const c = new pg.Client({ connectionString: url });
-  await c.connect();
-  try {
-    await c.query(sql);
-  } finally {
-    await c.end();
-  }
 }
 
 /** Starts an app on `config` and returns the error its start refused with (it must refuse). */
@@ -192,7 +182,7 @@ describe.skipIf(!pgUp).each(["row_level_security", "schema_per_tenant"] as const
         {},
       );
     const doctor = (c: TenantryConfig = config) => runDoctor(c, { migrations: demoMigrations });
-    const asSuper = (sql: string) => superQuery(db.superUrl, sql);
+    const asSuper = (sql: string) => runSql(db.superUrl, sql);
 
     beforeAll(async () => {
       db = await createTestDatabase();
@@ -292,7 +282,7 @@ describe.skipIf(!pgUp).each(["row_level_security", "schema_per_tenant"] as const
 
     it("refuses a SUPERUSER runtime role (a temporary role, dropped afterwards)", async () => {
       const role = `tt_su_${randomBytes(4).toString("hex")}`;
-      await superQuery(PG_SUPER_URL, `CREATE ROLE ${role} LOGIN SUPERUSER`);
+      await runSql(PG_SUPER_URL, `CREATE ROLE ${role} LOGIN SUPERUSER`);
       try {
         const su = configFor({
           url: `postgres://${role}@${PG_HOST}:${PG_PORT}/${db.name}`,
@@ -303,12 +293,12 @@ describe.skipIf(!pgUp).each(["row_level_security", "schema_per_tenant"] as const
         expect(detail(r, "runtime_role.attributes")).toContain("SUPERUSER");
         expect(await startRefusal(su)).toMatchObject({ code: "unsafe_database_role" });
       } finally {
-        await superQuery(
+        await runSql(
           PG_SUPER_URL,
           `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '${role}'`,
         );
-        await superQuery(db.superUrl, `DROP OWNED BY ${role}`);
-        await superQuery(PG_SUPER_URL, `DROP OWNED BY ${role}; DROP ROLE ${role}`);
+        await runSql(db.superUrl, `DROP OWNED BY ${role}`);
+        await runSql(PG_SUPER_URL, `DROP OWNED BY ${role}; DROP ROLE ${role}`);
       }
     });
 

@@ -1,11 +1,10 @@
-import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { schemaNameForKey } from "../../src/isolation/names.js";
 import type { IsolationName } from "../../src/isolation/strategy.js";
 import type { TenantRecord } from "../../src/tenancy/tenant.js";
 import type { TenantDb } from "../../src/tools/tool-context.js";
 import { type IsolationSetup, setupIsolation } from "../support/isolation.js";
-import { createTestDatabase, type TestDatabase } from "../support/postgres.js";
+import { createTestDatabase, runSql, type TestDatabase } from "../support/postgres.js";
 import { serviceGate } from "../support/services.js";
 
 /**
@@ -71,10 +70,7 @@ function fixture(
   beforeAll(async () => {
     if (combo.postgres) {
       db = await createTestDatabase();
-      const su = new pg.Client({ connectionString: db.superUrl });
-      await su.connect();
-      await su.query(`GRANT TEMPORARY ON DATABASE "${db.name}" TO PUBLIC`);
-      await su.end();
+      await runSql(db.superUrl, `GRANT TEMPORARY ON DATABASE "${db.name}" TO PUBLIC`);
     }
     s = await setup(combo.strategy, db);
     await asTool(s, s.tenants[0]!, "call", (q) =>
@@ -200,15 +196,7 @@ describe.skipIf(!pgUp).each(combos.filter((c) => c.postgres))(
         s = setup;
         db = database;
       });
-      const superSql = async (sql: string) => {
-        const su = new pg.Client({ connectionString: db?.superUrl });
-        await su.connect();
-        try {
-          await su.query(sql);
-        } finally {
-          await su.end();
-        }
-      };
+      const superSql = (sql: string) => runSql(db?.superUrl ?? "", sql);
 
       it("a session-level SET ROLE is not left for the next tenant", async () => {
         const other = `${db?.runtimeRole}_other`;

@@ -41,6 +41,11 @@ async function withClient<T>(url: string, fn: (client: pg.Client) => Promise<T>)
   }
 }
 
+/** Runs `sql` (one statement or a script) on a connection of its own to `url`: superuser setup in tests. */
+export async function runSql(url: string, sql: string): Promise<void> {
+  await withClient(url, (client) => client.query(sql));
+}
+
 async function dropAll(name: string, ownerRole: string, runtimeRole: string): Promise<void> {
   await withClient(PG_SUPER_URL, async (client) => {
     await client.query(

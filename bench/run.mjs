@@ -186,6 +186,13 @@ try {
       ],
       ["d'", "Tenantry + the same query, no tenancy", url(tenantry), asClients("items_plain"), tenantry],
       [
+        "d'p",
+        "Tenantry + the same query, no tenancy, a prepared statement (reference)",
+        url(tenantry),
+        asClients("items_plain_prepared"),
+        tenantry,
+      ],
+      [
         "d''",
         "bare node:http + the same query (reference)",
         url(plainHttp),
@@ -251,6 +258,9 @@ try {
     );
     console.log(
       `| d/d' throughput (the same in a per-call transaction: + a BEGIN/COMMIT round trip) | ${fmt(perRound("d", "d'") * 100, 1)} % | — |`,
+    );
+    console.log(
+      `| ds/d'p throughput (reference: against the plain path with its statement prepared, as ds's is) | ${fmt(perRound("ds", "d'p") * 100, 1)} % | — |`,
     );
     console.log(
       `| ds/d'' throughput (reference: against a bare server doing the query) | ${fmt(perRound("ds", "d''") * 100, 1)} % | — |`,

@@ -1,6 +1,7 @@
 // (c) Tenantry with the full pipeline, (d) the same with a tool doing one tenant-scoped query, and
 // (d') the same server and query with no tenancy machinery on the data path: a plain pool, a plain
-// table (no RLS), the tenant in a WHERE clause, no transaction.
+// table (no RLS), the tenant in a WHERE clause, no transaction; (d'p) the same as a named prepared
+// statement, as Tenantry's statement cache runs ds's.
 // argv[2]: "echo" | "db" | "statement" | "plain". Database: BENCH_PG_URL / BENCH_PG_ADMIN_URL, else embedded PGlite.
 import { mkdtemp } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -92,6 +93,21 @@ app.tool(
         "SELECT id, title FROM bench_items_plain WHERE tenant_id = $1 ORDER BY id LIMIT 5",
         [ctx.tenant.tenantId],
       );
+      return { rows };
+    },
+  }),
+);
+app.tool(
+  defineTool({
+    name: "items_plain_prepared",
+    description: "the same query, no tenancy machinery, as a named prepared statement",
+    input: z.object({ text: z.string() }),
+    async run(_input, ctx) {
+      const { rows } = await plainPool.query({
+        name: "bench_items_plain",
+        text: "SELECT id, title FROM bench_items_plain WHERE tenant_id = $1 ORDER BY id LIMIT 5",
+        values: [ctx.tenant.tenantId],
+      });
       return { rows };
     },
   }),

@@ -101,6 +101,11 @@ export const databaseSchema = z.strictObject({
    */
   statement_timeout_ms: positiveInt.default(30_000),
   /**
+   * Tool statements each runtime connection keeps prepared (least recently used evicted), under
+   * row_level_security and `transaction: "statement"`; 0 parses and plans every statement anew.
+   */
+  statement_cache_size: z.number().int().min(0).max(10_000).default(100),
+  /**
    * Most runtime connections one tenant's tool calls hold at once; absent means half the pool
    * (rounded up), 0 no cap. A tenant over its share waits its turn, up to 5 s.
    */

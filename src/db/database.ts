@@ -34,6 +34,12 @@ export interface Binding {
   readonly values: readonly string[];
   /** Parameter-free statements run after the statement, in its transaction (see `TransactionOptions.reset`). */
   readonly reset?: readonly string[];
+  /**
+   * Whether the statement may run as a prepared statement kept per connection (see
+   * `PostgresOptions.statementCacheSize`): only where its plan is the same for every tenant, which
+   * a per-tenant `search_path` breaks.
+   */
+  readonly cacheable?: boolean;
 }
 
 /** One transaction's connection: parameterised statements, and scripts without parameters (migrations). */

@@ -49,6 +49,7 @@ export async function openDatabases(
   const runtime = new PostgresDatabase(url, {
     ...opts,
     idleInTransactionTimeoutMs: config.database.idle_in_transaction_timeout_ms,
+    statementCacheSize: config.database.statement_cache_size,
   });
   const admin: Database =
     adminUrl && adminUrl !== url ? new PostgresDatabase(adminUrl, { ...opts, poolSize: 4 }) : runtime;

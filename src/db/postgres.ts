@@ -2,6 +2,7 @@ import pg from "pg";
 import { isTenantryError, TenantryError } from "../errors.js";
 import {
   BoundStatement,
+  isStalePlan,
   leavesUnresettableState,
   mayHaveLeftUnresettableState,
   mustRetire,
@@ -52,6 +53,11 @@ export interface PostgresOptions {
    */
   idleInTransactionTimeoutMs?: number;
   applicationName?: string;
+  /**
+   * Tool statements each connection keeps prepared, under bindings that allow it (see
+   * `StatementCache` in bound-statement.ts). Default 0: every statement parsed and planned anew.
+   */
+  statementCacheSize?: number;
   /** How often the LISTEN connection checks that PostgreSQL answers (tests). Default {@link LISTEN_HEARTBEAT_MS}. */
   listenHeartbeatMs?: number;
 }
@@ -79,11 +85,13 @@ export class PostgresDatabase implements Database {
   readonly #listeners = new Set<() => Promise<void>>();
   readonly #watch: StallWatch;
   readonly #heartbeatMs: number;
+  readonly #statementCacheSize: number;
 
   constructor(url: string, options: PostgresOptions) {
     this.#url = url;
     this.#watch = new StallWatch(clientDeadlineMs(options.statementTimeoutMs));
     this.#heartbeatMs = options.listenHeartbeatMs ?? LISTEN_HEARTBEAT_MS;
+    this.#statementCacheSize = options.statementCacheSize ?? 0;
     this.#pool = new pg.Pool({
       connectionString: url,
       max: options.poolSize,
@@ -137,7 +145,15 @@ export class PostgresDatabase implements Database {
     params: readonly unknown[] = [],
   ): Promise<QueryResult<R>> {
     // The statement's result alone (BoundStatement drops the binding's and the resets').
-    const result = await this.#submit<R>(new BoundStatement(binding, text, params));
+    const statement = new BoundStatement(binding, text, params, this.#statementCacheSize);
+    let result: pg.QueryResult<R>;
+    try {
+      result = await this.#submit<R>(statement);
+    } catch (error) {
+      if (!(statement.cached && isStalePlan(error))) throw error;
+      // Its exchange ran nothing (and cost its connection, with that connection's cache).
+      result = await this.#submit<R>(new BoundStatement(binding, text, params));
+    }
     return { rows: result.rows, rowCount: result.rowCount ?? result.rows.length };
   }
 

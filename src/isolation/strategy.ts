@@ -93,6 +93,9 @@ export function enterTenant(
         text: `SELECT FROM (SELECT ${calls.map((c, i) => `${c} AS c${i}`).join(", ")}) AS b WHERE ${calls.map((_, i) => `c${i} IS NULL`).join(" AND ")}`,
         values: params,
         reset: SESSION_RESET,
+        // Under RLS a plan is the same for every tenant: the policies read the binding when the
+        // statement runs, never when it is planned (`(SELECT current_setting(…))`, an InitPlan).
+        cacheable: !usesSchemas(isolation),
       },
       reset: SESSION_RESET.join("; "),
     },

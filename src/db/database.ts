@@ -76,8 +76,12 @@ export interface Database extends Queryable {
   ): Promise<QueryResult<R>>;
   /** Runs `fn` inside BEGIN … COMMIT on one connection; ROLLBACK if it throws. */
   transaction<T>(fn: (tx: TransactionHandle) => Promise<T>, options?: TransactionOptions): Promise<T>;
-  /** LISTEN on a channel; returns a function that stops listening. */
-  listen(channel: string, onPayload: (payload: string) => void): Promise<() => Promise<void>>;
+  /**
+   * LISTEN on a channel; returns a function that stops listening. `onPayload(undefined)` means
+   * notifications may have been missed (the listener connected or reconnected): no NOTIFY can
+   * send that, so SQL run on any connection cannot fake it.
+   */
+  listen(channel: string, onPayload: (payload: string | undefined) => void): Promise<() => Promise<void>>;
   close(): Promise<void>;
 }
 

@@ -179,7 +179,10 @@ export class PgliteDatabase implements Database {
     });
   }
 
-  async listen(channel: string, onPayload: (payload: string) => void): Promise<() => Promise<void>> {
+  async listen(
+    channel: string,
+    onPayload: (payload: string | undefined) => void,
+  ): Promise<() => Promise<void>> {
     return this.#db.listen(channel, onPayload);
   }
 

@@ -250,10 +250,13 @@ export class PostgresDatabase implements Database {
 
   /**
    * LISTEN on a dedicated connection that reconnects after errors, and after its heartbeat (see
-   * {@link LISTEN_HEARTBEAT_MS}) went unanswered. `onPayload("*")` follows every connect: a
+   * {@link LISTEN_HEARTBEAT_MS}) went unanswered. `onPayload(undefined)` follows every connect: a
    * listener that reconnects may have missed notifications.
    */
-  async listen(channel: string, onPayload: (payload: string) => void): Promise<() => Promise<void>> {
+  async listen(
+    channel: string,
+    onPayload: (payload: string | undefined) => void,
+  ): Promise<() => Promise<void>> {
     let stopped = false;
     let served = false; // the first attempt succeeded: from then on failures retry, unseen by the caller
     let client: pg.Client | undefined; // the connection in service
@@ -320,7 +323,7 @@ export class PostgresDatabase implements Database {
         );
       }, this.#heartbeatMs);
       heartbeat.unref();
-      onPayload("*");
+      onPayload(undefined);
     };
     await connect();
     const stop = async () => {

@@ -52,7 +52,6 @@ export class TenantRegistry {
   /** Unknown tenant id → until when "no such tenant" is trusted (epoch ms). */
   readonly #missing = new Map<string, number>();
   readonly #loading = new Map<string, Promise<TenantRecord | undefined>>();
-  readonly #listeners = new Set<(tenantId: string) => void>();
   #generation = 0;
   #unlisten: (() => Promise<void>) | undefined;
 
@@ -67,20 +66,14 @@ export class TenantRegistry {
 
   /** Starts listening for changes made by other processes. */
   async start(): Promise<void> {
-    this.#unlisten = await this.#db.listen(NOTIFY_CHANNEL, (id) =>
-      this.invalidate(id === "*" ? undefined : id),
-    );
+    // A payload names one tenant, whoever sent it: tool SQL can NOTIFY this channel too, and must
+    // not be able to empty every replica's cache. Only a (re)connected listener drops everything.
+    this.#unlisten = await this.#db.listen(NOTIFY_CHANNEL, (id) => this.invalidate(id));
   }
 
   async stop(): Promise<void> {
     await this.#unlisten?.();
     this.#unlisten = undefined;
-  }
-
-  /** Calls `fn` whenever a tenant's record may have changed (`*` = all). */
-  onChange(fn: (tenantId: string) => void): () => void {
-    this.#listeners.add(fn);
-    return () => this.#listeners.delete(fn);
   }
 
   /** Drops one tenant's entry, or all of them. */
@@ -95,7 +88,6 @@ export class TenantRegistry {
       this.#missing.delete(tenantId);
       this.#loading.delete(tenantId);
     }
-    for (const fn of this.#listeners) fn(tenantId ?? "*");
   }
 
   /** The tenant's record, from cache when fresh. A database error propagates (the caller denies). */

@@ -124,6 +124,29 @@ describe.skipIf(!pgUp)("registry changes reach every replica (PostgreSQL LISTEN/
       await owner.end();
     }
   });
+
+  it("a NOTIFY of '*' from tool SQL (the runtime role) empties no replica's cache", async () => {
+    for (const replica of [one, two])
+      expect(await listNames(replica.mcpUrl, token)).toEqual(["alpha", "beta"]);
+    const owner = new pg.Client({ connectionString: db.adminUrl });
+    const runtime = new pg.Client({ connectionString: db.runtimeUrl });
+    await owner.connect();
+    await runtime.connect();
+    try {
+      await owner.query("UPDATE tenantry_tenants SET allowed_tools = $1 WHERE id = 'acme'", [["beta"]]);
+      await runtime.query("SELECT pg_notify('tenantry_tenants', '*')");
+      await runtime.query("NOTIFY tenantry_tenants, '*'");
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      // Still the cached record: '*' named no tenant, and emptied nothing.
+      expect(await listNames(two.mcpUrl, token)).toEqual(["alpha", "beta"]);
+      expect(await listNames(one.mcpUrl, token)).toEqual(["alpha", "beta"]);
+    } finally {
+      await owner.query("UPDATE tenantry_tenants SET allowed_tools = '{}' WHERE id = 'acme'").catch(() => {});
+      await owner.query("SELECT pg_notify('tenantry_tenants', 'acme')").catch(() => {});
+      await owner.end();
+      await runtime.end();
+    }
+  });
 });
 
 describe("registry changes on embedded PGlite apply on the very next request (in-process invalidation)", () => {

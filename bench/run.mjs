@@ -217,8 +217,11 @@ try {
     for (const [key, , target, requests, server] of rows) {
       const r = await load({ url: target, requests }, server);
       results[key].push(r);
+      const statuses = Object.entries(r.statusCodes ?? {})
+        .filter(([code]) => !code.startsWith("2"))
+        .map(([code, { count }]) => `${code}: ${count}`);
       process.stderr.write(
-        `  round ${round} ${key}: ${fmt(r.rps)} req/s, p99 ${fmt(r.p99, 2)} ms (errors ${r.errors}, non-2xx ${r.non2xx})\n`,
+        `  round ${round} ${key}: ${fmt(r.rps)} req/s, p99 ${fmt(r.p99, 2)} ms (errors ${r.errors}, non-2xx ${r.non2xx}${statuses.length ? `; ${statuses.join(", ")}` : ""})\n`,
       );
     }
   }

@@ -183,27 +183,20 @@ export class BoundStatement extends QueryBase {
   #encoded(connection: WireConnection): Buffer | undefined {
     const wire = encodedBinding(this.#binding);
     if (!wire.names.every((name) => parsed(connection, name))) return undefined;
-    const cached = this.#cacheSize > 0 ? cacheOf(connection, this.#cacheSize).use(this.text) : undefined;
+    const cache = this.#cacheSize > 0 ? cacheOf(connection, this.#cacheSize) : undefined;
+    const hit = cache?.get(this.text);
+    const name = hit ?? cache?.nextName() ?? "";
     let bind: Buffer;
     try {
-      bind = serialize.bind({
-        portal: "",
-        statement: cached?.name ?? "",
-        values: this.values,
-        valueMapper: prepareValue,
-      });
+      bind = serialize.bind({ portal: "", statement: name, values: this.values, valueMapper: prepareValue });
     } catch {
-      return undefined;
+      return undefined; // nothing recorded in the cache: pg's own prepare reports the failure
     }
-    this.cached = cached !== undefined;
-    return Buffer.concat([
-      wire.head,
-      ...(cached === undefined ? [serialize.parse({ text: this.text, name: "" })] : cached.parse),
-      bind,
-      DESCRIBE_PORTAL,
-      EXECUTE_PORTAL,
-      wire.tail,
-    ]);
+    this.cached = cache !== undefined;
+    let parse: readonly Buffer[];
+    if (cache === undefined) parse = [serialize.parse({ text: this.text, name: "" })];
+    else parse = hit === undefined ? cache.add(this.text, name) : [];
+    return Buffer.concat([wire.head, ...parse, bind, DESCRIBE_PORTAL, EXECUTE_PORTAL, wire.tail]);
   }
 
   override handleRowDescription(message: unknown): void {
@@ -278,27 +271,36 @@ class StatementCache {
     this.#capacity = capacity;
   }
 
-  /**
-   * The prepared statement to bind for `text`, and the messages to send before the Bind: its Parse
-   * when it is new here, after the Close of the statement it evicts when the cache is full.
-   */
-  use(text: string): { name: string; parse: readonly Buffer[] } {
-    const hit = this.#names.get(text);
-    if (hit !== undefined) {
+  /** The name `text` is prepared under here, now the most recently used; `undefined` if it is not. */
+  get(text: string): string | undefined {
+    const name = this.#names.get(text);
+    if (name !== undefined) {
       this.#names.delete(text); // most recently used last
-      this.#names.set(text, hit);
-      return { name: hit, parse: [] };
+      this.#names.set(text, name);
     }
-    const parse: Buffer[] = [];
+    return name;
+  }
+
+  /** A name no statement of this connection has had. */
+  nextName(): string {
+    return `tenantry_s${++this.#next}`;
+  }
+
+  /**
+   * Records `text` as prepared under `name`, and returns the messages that make it so, to be sent
+   * before its Bind: the Close of the least recently used statement when the cache is full, then
+   * the Parse.
+   */
+  add(text: string, name: string): Buffer[] {
+    const messages: Buffer[] = [];
     if (this.#names.size >= this.#capacity) {
       const [oldest, evicted] = this.#names.entries().next().value as [string, string];
       this.#names.delete(oldest);
-      parse.push(serialize.close({ type: "S", name: evicted }));
+      messages.push(serialize.close({ type: "S", name: evicted }));
     }
-    const name = `tenantry_s${++this.#next}`;
     this.#names.set(text, name);
-    parse.push(serialize.parse({ text, name }));
-    return { name, parse };
+    messages.push(serialize.parse({ text, name }));
+    return messages;
   }
 }
 
@@ -319,8 +321,9 @@ function cacheOf(connection: WireConnection, capacity: number): StatementCache {
  * nothing: statement mode runs it again unprepared, once.
  */
 export function isStalePlan(error: unknown): boolean {
-  const e = error as { code?: unknown; message?: unknown } | null;
-  return e?.code === "0A000" && typeof e.message === "string" && e.message.includes("cached plan");
+  // Told apart by the function that raised it: the message is translated under lc_messages.
+  const e = error as { code?: unknown; routine?: unknown } | null;
+  return e?.code === "0A000" && e.routine === "RevalidateCachedQuery";
 }
 
 const DESCRIBE_PORTAL = serialize.describe({ type: "P", name: "" });

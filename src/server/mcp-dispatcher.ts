@@ -171,7 +171,12 @@ export class McpDispatcher {
     const timeoutMs = this.#options.toolTimeoutMs;
     if (timeoutMs === undefined || budget === undefined) return timeoutMs;
     const now = performance.now();
-    budget.until ??= now + timeoutMs;
+    if (budget.until === undefined) {
+      // The first call gets the whole timeout: (now + t) - now is not always t in floating point,
+      // and a 300 ms timeout would read "299 ms" in its message.
+      budget.until = now + timeoutMs;
+      return timeoutMs;
+    }
     // Timers run on whole milliseconds and may fire a fraction early: a call left with less than
     // that never starts, rather than starting with a budget it cannot use.
     const left = budget.until - now;

@@ -1,3 +1,4 @@
+import { randomUUID } from "node:crypto";
 import type { RegistryStore } from "../tenancy/registry-store.js";
 import type { TenantRecord, TenantUpdate } from "../tenancy/tenant.js";
 
@@ -11,6 +12,12 @@ import type { TenantRecord, TenantUpdate } from "../tenancy/tenant.js";
  * Each renewal is a compare-and-set on the version the holder wrote last, so it bumps the version
  * as any write does: the holder's own later writes must use the record {@link stop} returns, and
  * a takeover or any other write shows up as a renewal that fails ({@link lost}).
+ *
+ * A renewal whose reply is lost (the connection died after the database committed it) would
+ * otherwise look like another's write at the next renewal. Each renewal therefore writes a nonce
+ * of its own (`lease_nonce`); after one that failed, the holder reads the row before going on: its
+ * nonce there means the renewal landed and the row is the holder's, the holder's last version
+ * means it did not, anything else is another write.
  *
  * A holder cut off from the database cannot learn of a takeover, so it also counts its hold as
  * lost once no renewal has succeeded for a whole lease less one renewal period, timed by this
@@ -31,6 +38,8 @@ export class RegistryLease {
   #timer: ReturnType<typeof setInterval> | undefined;
   #renewing: Promise<void> | undefined;
   #lost = false;
+  /** A renewal that failed without an answer, which may have landed: its nonce and when it was sent. */
+  #unsure: { nonce: string; sentAt: number } | undefined;
   /** When the last write of the hold that succeeded was sent (`performance.now()`). */
   #sentAt: number;
   /** How long after {@link #sentAt} the hold counts as lost without a successful renewal. */
@@ -78,23 +87,54 @@ export class RegistryLease {
 
   async #renew(): Promise<void> {
     if (this.#timer === undefined) return;
+    if (!(await this.#settle()) || this.#timer === undefined) return;
     const sentAt = performance.now();
+    const nonce = randomUUID();
     try {
       const renewed = await this.#store.updateIf(
         this.#record.id,
         { version: this.#record.version, status: this.#record.status },
-        this.#renewal,
+        { ...this.#renewal, leaseNonce: nonce },
       );
       if (renewed) {
         this.#record = renewed;
         this.#sentAt = sentAt;
       } else {
-        this.#lost = true;
-        this.#clear();
+        this.#lose();
       }
     } catch {
-      // The database is unreachable for now: the lease lasts several renewals, the next tick retries.
+      // No answer: it may have landed. The lease lasts several renewals; the next one settles it.
+      this.#unsure = { nonce, sentAt };
     }
+  }
+
+  /**
+   * After a renewal that got no answer, reads the row to learn whether it landed: `false` when
+   * the hold is lost, or when the row cannot be read yet (the next renewal tries again).
+   */
+  async #settle(): Promise<boolean> {
+    const unsure = this.#unsure;
+    if (unsure === undefined) return !this.#lost;
+    let row: TenantRecord | undefined;
+    try {
+      row = await this.#store.get(this.#record.id);
+    } catch {
+      return false;
+    }
+    this.#unsure = undefined;
+    const v = this.#record.version;
+    if (row?.leaseNonce === unsure.nonce && row.version === v + 1 && row.status === this.#record.status) {
+      this.#record = row; // it landed, and nothing has written the row since
+      this.#sentAt = unsure.sentAt;
+    } else if (row?.version !== v) {
+      this.#lose(); // another write, whether or not ours landed before it
+    }
+    return !this.#lost;
+  }
+
+  #lose(): void {
+    this.#lost = true;
+    this.#clear();
   }
 
   #clear(): void {
@@ -106,6 +146,7 @@ export class RegistryLease {
   async stop(): Promise<TenantRecord> {
     this.#clear();
     await this.#renewing;
+    await this.#settle(); // a last renewal without an answer may have moved the row on
     return this.#record;
   }
 }

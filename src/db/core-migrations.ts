@@ -117,6 +117,15 @@ export const CORE_MIGRATIONS: CoreMigration[] = [
       ALTER POLICY tenantry_audit_insert ON tenantry_audit
         WITH CHECK (tenant_id = (SELECT NULLIF(current_setting('app.tenant_id', true), '')));`,
   },
+  {
+    // Each renewal of a lease (a restore's or a purge's hold, see RegistryLease) writes a value of
+    // its own here, so that a holder whose renewal reply was lost can tell, by reading the row,
+    // whether that renewal landed rather than take its own write for another's.
+    version: 6,
+    name: "registry_lease_nonce",
+    sql: () => `
+      ALTER TABLE tenantry_tenants ADD COLUMN IF NOT EXISTS lease_nonce text;`,
+  },
 ];
 
 /** Creates the runtime role on PGlite, where the single connection is a superuser. */

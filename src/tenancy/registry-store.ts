@@ -20,10 +20,11 @@ interface TenantRow {
   created_at: Date | string;
   updated_at: Date | string;
   version: number | string;
+  lease_nonce: string | null;
 }
 
 const COLUMNS =
-  "id, key, name, status, expires_at, rate_limit, allowed_tools, feature_flags, provisioning_step, archive_path, purge_after, created_at, updated_at, version";
+  "id, key, name, status, expires_at, rate_limit, allowed_tools, feature_flags, provisioning_step, archive_path, purge_after, created_at, updated_at, version, lease_nonce";
 
 /** Returns the written row and NOTIFYs its id in the same statement: one round trip per write. */
 const NOTIFYING_SELECT = `SELECT r.*, pg_notify('${NOTIFY_CHANNEL}', r.id) AS notified FROM r`;
@@ -49,6 +50,7 @@ function toRecord(row: TenantRow): TenantRecord {
     createdAt: date(row.created_at) as Date,
     updatedAt: date(row.updated_at) as Date,
     version: Number(row.version),
+    leaseNonce: row.lease_nonce ?? null,
   };
 }
 
@@ -166,6 +168,7 @@ export class RegistryStore {
     if (u.expiresAt !== undefined) set("expires_at", u.expiresAt);
     if (u.provisioningStep !== undefined) set("provisioning_step", u.provisioningStep);
     if (u.archivePath !== undefined) set("archive_path", u.archivePath);
+    if (u.leaseNonce !== undefined) set("lease_nonce", u.leaseNonce);
     if (u.purgeAfter !== undefined) set("purge_after", u.purgeAfter);
     sets.push("updated_at = now()", "version = version + 1");
     const where = ["id = $1"];

@@ -32,6 +32,8 @@ export interface TenantRecord {
    * that a change made meanwhile by another replica or the CLI is never overwritten.
    */
   readonly version: number;
+  /** Written by each renewal of a lease on the tenant (see `RegistryLease`); null if none. */
+  readonly leaseNonce?: string | null;
 }
 
 /** What `tenants create` / the admin API accept. */
@@ -56,6 +58,7 @@ export interface TenantUpdate {
   expiresAt?: Date | null;
   provisioningStep?: string | null;
   archivePath?: string | null;
+  leaseNonce?: string | null;
   purgeAfter?: Date | null;
 }
 

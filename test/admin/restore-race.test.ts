@@ -196,19 +196,14 @@ describe.each([
       expect(await contents(id)).toEqual(ARCHIVED);
     });
 
-    it("a restore cut off from the registry stops writing once its hold may have run out", async () => {
-      const id = "cut-off-co";
-      const { archive } = await archived(id);
-      // This replica's registry writes (its renewals among them) fail once `cutOff` is set; its
-      // data writes (rows, objects) still go through, as with a registry on another database.
-      let cutOff = false;
-      const admin = h.app.dbs.admin;
-      const db = new Proxy(admin, {
+    /** The harness's registry, as a replica whose registry writes (`UPDATE tenantry_tenants`) go through `write`. */
+    function registryWith(write: (run: () => Promise<unknown>) => Promise<unknown>) {
+      const db = new Proxy(h.app.dbs.admin, {
         get(target, prop) {
           if (prop === "query") {
             return (text: string, params?: readonly unknown[]) =>
-              cutOff && text.includes("UPDATE tenantry_tenants")
-                ? Promise.reject(new Error("registry unreachable"))
+              text.includes("UPDATE tenantry_tenants")
+                ? write(() => target.query(text, params))
                 : target.query(text, params);
           }
           const value = Reflect.get(target, prop, target);
@@ -216,13 +211,90 @@ describe.each([
         },
       }) as Database;
       const store = new RegistryStore(db);
-      const registry = new Proxy(h.app.registry, {
+      return new Proxy(h.app.registry, {
         get(target, prop) {
           if (prop === "store") return store;
           const value = Reflect.get(target, prop, target);
           return typeof value === "function" ? value.bind(target) : value;
         },
       });
+    }
+
+    it("a renewal that landed but whose reply was lost keeps the hold: the restore completes", async () => {
+      const id = "lost-reply-co";
+      const { archive } = await archived(id);
+      // The next registry write of this replica (a renewal: the restore waits at an object) is
+      // committed, and then its connection "dies" before the answer comes back.
+      let loseReplies = 0;
+      const registry = registryWith(async (write) => {
+        const result = await write();
+        if (loseReplies === 0) return result;
+        loseReplies--;
+        throw new Error("connection lost after the commit");
+      });
+      const LEASE = 1000; // renewed every 100 ms
+      const gate = midRestore();
+      let outcome: unknown;
+      try {
+        const running = replica({ registry, restoreLeaseMs: LEASE })
+          .restore(actor, archive)
+          .catch((e: unknown) => e);
+        await gate.atObject;
+        loseReplies = 1;
+        await new Promise((r) => setTimeout(r, 0.4 * LEASE)); // the lost reply, then more renewals
+        expect(loseReplies).toBe(0);
+        gate.release();
+        outcome = await running;
+      } finally {
+        gate.release();
+        gate.restore();
+      }
+      expect(outcome).toMatchObject({ id, status: "active" });
+      expect(await contents(id)).toEqual(ARCHIVED);
+    });
+
+    it("a renewal whose reply was lost, then another's write: the hold is lost, not taken for the holder's", async () => {
+      const id = "lost-reply-other-co";
+      const { archive } = await archived(id);
+      let loseReplies = 0;
+      const store = h.app.registry.store; // another writer: not through this replica's registry
+      const registry = registryWith(async (write) => {
+        const result = await write();
+        if (loseReplies === 0) return result;
+        loseReplies--;
+        // Before the holder learns anything, another write moves the row on (its nonce stays).
+        const row = (await store.get(id))!;
+        await store.updateIf(id, { version: row.version }, { name: "renamed meanwhile" });
+        throw new Error("connection lost after the commit");
+      });
+      const LEASE = 1000;
+      const gate = midRestore();
+      let outcome: unknown;
+      try {
+        const running = replica({ registry, restoreLeaseMs: LEASE })
+          .restore(actor, archive)
+          .catch((e: unknown) => e);
+        await gate.atObject;
+        loseReplies = 1;
+        await new Promise((r) => setTimeout(r, 0.4 * LEASE));
+        gate.release();
+        outcome = await running;
+      } finally {
+        gate.release();
+        gate.restore();
+      }
+      expect(outcome).toMatchObject({ code: "tenant_conflict", details: { conflict: true } });
+    });
+
+    it("a restore cut off from the registry stops writing once its hold may have run out", async () => {
+      const id = "cut-off-co";
+      const { archive } = await archived(id);
+      // This replica's registry writes (its renewals among them) fail once `cutOff` is set; its
+      // data writes (rows, objects) still go through, as with a registry on another database.
+      let cutOff = false;
+      const registry = registryWith((write) =>
+        cutOff ? Promise.reject(new Error("registry unreachable")) : write(),
+      );
       const LEASE = 1000; // renewed every 100 ms; taken over by others 1 s after the last renewal
       const gate = midRestore();
       let outcome: unknown;

@@ -270,13 +270,17 @@ export class BatchingAuditSink implements AuditSink {
   /** Schedules a background drain in `delayMs` unless one is already due sooner. */
   #background(delayMs: number): void {
     if (this.#closed) return;
-    if (delayMs === 0 && !this.#draining && this.#timer) {
+    // A drain in flight goes on by itself while at least `startAt` events wait, and schedules the
+    // flush interval for fewer: a timer here would only fire late (a busy event loop), once that
+    // drain had ended, and write a batch of whatever arrived since, however small.
+    if (delayMs === 0 && this.#draining) return;
+    if (delayMs === 0 && this.#timer) {
       // A full batch need not wait for the flush interval.
       clearTimeout(this.#timer);
       this.#timer = undefined;
     }
     if (this.#timer) return;
-    if (delayMs === 0 && !this.#draining) {
+    if (delayMs === 0) {
       void this.#drain().then(
         () => this.#afterDrain(),
         (error: unknown) => this.#failed(error),

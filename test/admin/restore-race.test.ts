@@ -220,21 +220,22 @@ describe.each([
       });
     }
 
-    it("a renewal that landed but whose reply was lost keeps the hold: the restore completes", async () => {
-      const id = "lost-reply-co";
-      const { archive } = await archived(id);
-      // The next registry write of this replica (a renewal: the restore waits at an object) is
-      // committed, and then its connection "dies" before the answer comes back.
+    /**
+     * Restores `archive` on a replica whose next registry write once the restore waits at an
+     * object (a renewal) is committed, after which its connection "dies" before the answer comes
+     * back; `meanwhile` runs between the commit and the lost answer. The restore's outcome.
+     */
+    async function restoreLosingOneReply(archive: string, meanwhile?: () => Promise<void>) {
       let loseReplies = 0;
       const registry = registryWith(async (write) => {
         const result = await write();
         if (loseReplies === 0) return result;
         loseReplies--;
+        await meanwhile?.();
         throw new Error("connection lost after the commit");
       });
       const LEASE = 1000; // renewed every 100 ms
       const gate = midRestore();
-      let outcome: unknown;
       try {
         const running = replica({ registry, restoreLeaseMs: LEASE })
           .restore(actor, archive)
@@ -244,45 +245,29 @@ describe.each([
         await new Promise((r) => setTimeout(r, 0.4 * LEASE)); // the lost reply, then more renewals
         expect(loseReplies).toBe(0);
         gate.release();
-        outcome = await running;
+        return await running;
       } finally {
         gate.release();
         gate.restore();
       }
-      expect(outcome).toMatchObject({ id, status: "active" });
+    }
+
+    it("a renewal that landed but whose reply was lost keeps the hold: the restore completes", async () => {
+      const id = "lost-reply-co";
+      const { archive } = await archived(id);
+      expect(await restoreLosingOneReply(archive)).toMatchObject({ id, status: "active" });
       expect(await contents(id)).toEqual(ARCHIVED);
     });
 
     it("a renewal whose reply was lost, then another's write: the hold is lost, not taken for the holder's", async () => {
       const id = "lost-reply-other-co";
       const { archive } = await archived(id);
-      let loseReplies = 0;
       const store = h.app.registry.store; // another writer: not through this replica's registry
-      const registry = registryWith(async (write) => {
-        const result = await write();
-        if (loseReplies === 0) return result;
-        loseReplies--;
-        // Before the holder learns anything, another write moves the row on (its nonce stays).
+      // Before the holder learns anything, another write moves the row on (its nonce stays).
+      const outcome = await restoreLosingOneReply(archive, async () => {
         const row = (await store.get(id))!;
         await store.updateIf(id, { version: row.version }, { name: "renamed meanwhile" });
-        throw new Error("connection lost after the commit");
       });
-      const LEASE = 1000;
-      const gate = midRestore();
-      let outcome: unknown;
-      try {
-        const running = replica({ registry, restoreLeaseMs: LEASE })
-          .restore(actor, archive)
-          .catch((e: unknown) => e);
-        await gate.atObject;
-        loseReplies = 1;
-        await new Promise((r) => setTimeout(r, 0.4 * LEASE));
-        gate.release();
-        outcome = await running;
-      } finally {
-        gate.release();
-        gate.restore();
-      }
       expect(outcome).toMatchObject({ code: "tenant_conflict", details: { conflict: true } });
     });
 

@@ -1,9 +1,9 @@
-import type { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type Harness, startHarness } from "../../src/testing/harness.js";
 import { demoMigrations, demoTools } from "../../src/tools/demo/index.js";
 import { createTestDatabase, type TestDatabase } from "../support/postgres.js";
 import { serviceGate } from "../support/services.js";
+import { structured } from "../support/tool-results.js";
 
 /**
  * The issue's headline: 20 tenants issue 2,000 interleaved concurrent writes and reads through the
@@ -32,13 +32,6 @@ const combos: Combo[] = [
   { name: "PostgreSQL pool of 10, row_level_security", isolation: "row_level_security", postgres: true },
   { name: "PostgreSQL pool of 10, schema_per_tenant", isolation: "schema_per_tenant", postgres: true },
 ];
-
-type CallResult = Awaited<ReturnType<Client["callTool"]>>;
-
-function structured<T>(r: CallResult): T {
-  if (r.isError) throw new Error(`tool error: ${JSON.stringify(r.content)}`);
-  return r.structuredContent as T;
-}
 
 /** Runs `tasks` with at most `limit` in flight, in the given (interleaved) order. */
 async function pooled(tasks: (() => Promise<void>)[], limit: number): Promise<void> {

@@ -1,4 +1,3 @@
-import type { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { z } from "zod";
 import { type Harness, startHarness } from "../../src/testing/harness.js";
@@ -6,6 +5,7 @@ import { defineTool } from "../../src/tools/define-tool.js";
 import { notesMigrations } from "../../src/tools/demo/notes.js";
 import { createTestDatabase, runSql, type TestDatabase } from "../support/postgres.js";
 import { serviceGate } from "../support/services.js";
+import { structured } from "../support/tool-results.js";
 
 /**
  * Under row_level_security, a `transaction: "statement"` tool's statements are kept prepared on
@@ -79,12 +79,6 @@ const tools = [
     },
   }),
 ];
-
-type CallResult = Awaited<ReturnType<Client["callTool"]>>;
-const structured = <T>(r: CallResult): T => {
-  if (r.isError) throw new Error(`tool error: ${JSON.stringify(r.content)}`);
-  return r.structuredContent as T;
-};
 
 const setups = [
   { name: "row_level_security, cache of 2", isolation: "row_level_security", size: 2, cached: true },

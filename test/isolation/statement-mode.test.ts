@@ -1,4 +1,3 @@
-import type { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { z } from "zod";
 import { type Harness, startHarness } from "../../src/testing/harness.js";
@@ -6,6 +5,7 @@ import { defineTool } from "../../src/tools/define-tool.js";
 import { notesMigrations } from "../../src/tools/demo/notes.js";
 import { createTestDatabase, type TestDatabase } from "../support/postgres.js";
 import { serviceGate } from "../support/services.js";
+import { structured } from "../support/tool-results.js";
 
 /**
  * Tools declared `transaction: "statement"` run each `ctx.db.query` as its own tenant-bound
@@ -92,12 +92,6 @@ const tools = [
     },
   }),
 ];
-
-type CallResult = Awaited<ReturnType<Client["callTool"]>>;
-const structured = <T>(r: CallResult): T => {
-  if (r.isError) throw new Error(`tool error: ${JSON.stringify(r.content)}`);
-  return r.structuredContent as T;
-};
 
 const combos = [
   { name: "PGlite, row_level_security", isolation: "row_level_security", postgres: false },

@@ -1,9 +1,46 @@
 import type { Actor } from "../admin/tenant-service.js";
 import type { TenantryConfig } from "../config/resolve.js";
+import { pgliteDir } from "../db/open.js";
+import { embeddedDatabaseHolder } from "../db/pglite.js";
 import { ERROR_CODES, type ErrorCode, TenantryError } from "../errors.js";
 import { TenantryApp } from "../server/app.js";
-import { readControlFile } from "../server/control-file.js";
+import { type ControlInfo, readControlFile } from "../server/control-file.js";
 import { demoMigrations } from "../tools/demo/index.js";
+
+/**
+ * How long a command waits for a server that holds the embedded database but has not written its
+ * control file yet: it is still starting (opening, and the first time initialising, the database
+ * takes seconds), or another command has the database open for a moment.
+ */
+export const SERVER_START_WAIT_MS = 30_000;
+
+/** How often the control file and the lock are looked at meanwhile. */
+const START_POLL_MS = 100;
+
+/**
+ * The control info of the server running on the embedded database. A server takes the database's
+ * lock seconds before it writes its control file, once it listens; a command issued in between
+ * waits for the file rather than fail on the lock. It stops waiting when the lock is free (its
+ * holder was another command, which has finished, or a server that stopped) or after `waitMs`, and
+ * then opens the database itself, which fails with the holder's pid if it is still held.
+ */
+async function runningServer(config: TenantryConfig, waitMs: number): Promise<ControlInfo | undefined> {
+  const deadline = Date.now() + waitMs;
+  let told = false;
+  for (;;) {
+    const control = await readControlFile(config.database.data_dir);
+    if (control) return control;
+    const holder = await embeddedDatabaseHolder(pgliteDir(config));
+    if (holder === undefined || Date.now() >= deadline) return undefined;
+    if (!told) {
+      told = true;
+      process.stderr.write(
+        `tenantry: the embedded database in ${config.database.data_dir} is held by process ${holder}; waiting for it (a server that is starting?)\n`,
+      );
+    }
+    await new Promise((resolve) => setTimeout(resolve, START_POLL_MS));
+  }
+}
 
 /**
  * How CLI commands reach the registry. With the embedded database, only one process may open it:
@@ -17,9 +54,10 @@ export type AdminAccess =
 export async function withAdminAccess<T>(
   config: TenantryConfig,
   fn: (access: AdminAccess) => Promise<T>,
+  options: { startWaitMs?: number } = {},
 ): Promise<T> {
   if (!config.database.url) {
-    const control = await readControlFile(config.database.data_dir);
+    const control = await runningServer(config, options.startWaitMs ?? SERVER_START_WAIT_MS);
     if (control) {
       const call = async (method: string, path: string, body?: unknown): Promise<unknown> => {
         let res: Response;

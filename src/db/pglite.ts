@@ -86,6 +86,19 @@ async function lockDataDir(dataDir: string): Promise<string> {
   throw new TenantryError("backend_unavailable", `cannot lock the embedded database in ${dirname(dataDir)}`);
 }
 
+/**
+ * The process holding the embedded database in `dataDir` (see {@link lockDataDir}), or undefined
+ * when none does: no lock, or one left by a process that is gone. This process counts only while
+ * it has the database open.
+ */
+export async function embeddedDatabaseHolder(dataDir: string): Promise<number | undefined> {
+  const path = `${dataDir}.lock`;
+  const holder = Number.parseInt(await readFile(path, "utf8").catch(() => ""), 10);
+  if (!(holder > 0)) return undefined;
+  const held = holder === process.pid ? openHere.has(path) : isRunning(holder);
+  return held ? holder : undefined;
+}
+
 async function unlock(path: string): Promise<void> {
   openHere.delete(path);
   await rm(path, { force: true });

@@ -22,7 +22,8 @@ const START_POLL_MS = 100;
  * lock seconds before it writes its control file, once it listens; a command issued in between
  * waits for the file rather than fail on the lock. It stops waiting when the lock is free (its
  * holder was another command, which has finished, or a server that stopped) or after `waitMs`, and
- * then opens the database itself, which fails with the holder's pid if it is still held.
+ * then opens the database itself, which fails with the holder's pid if it is still held. A lock
+ * held by this process is not waited for.
  */
 async function runningServer(config: TenantryConfig, waitMs: number): Promise<ControlInfo | undefined> {
   const deadline = Date.now() + waitMs;
@@ -31,7 +32,9 @@ async function runningServer(config: TenantryConfig, waitMs: number): Promise<Co
     const control = await readControlFile(config.database.data_dir);
     if (control) return control;
     const holder = await embeddedDatabaseHolder(pgliteDir(config));
-    if (holder === undefined || Date.now() >= deadline) return undefined;
+    // Held by this very process (an app opened in-process, with no control file): no other
+    // process will serve or free it, and the open below refuses at once.
+    if (holder === undefined || holder === process.pid || Date.now() >= deadline) return undefined;
     if (!told) {
       told = true;
       process.stderr.write(

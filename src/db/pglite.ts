@@ -73,9 +73,8 @@ async function lockDataDir(dataDir: string): Promise<string> {
     } finally {
       await rm(aside, { force: true });
     }
-    const holder = Number.parseInt(await readFile(path, "utf8").catch(() => ""), 10);
-    const held = holder === process.pid ? openHere.has(path) : holder > 0 && isRunning(holder);
-    if (held) {
+    const holder = await embeddedDatabaseHolder(dataDir);
+    if (holder !== undefined) {
       throw new TenantryError(
         "backend_unavailable",
         `the embedded database in ${dirname(dataDir)} is in use by process ${holder} (a running tenantry dev or serve?): stop it or use another data directory`,
